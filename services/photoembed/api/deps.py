@@ -1,0 +1,73 @@
+"""FastAPI dependencies: settings, a DB session per request, the broker, storage and the API key."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from dramatiq.brokers.redis import RedisBroker
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from photoembed.config import Settings
+from photoembed.db import get_sessionmaker
+from photoembed.storage import PhotoStorage
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with get_sessionmaker(settings.database_url)() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_broker(request: Request) -> RedisBroker:
+    broker: RedisBroker = request.app.state.broker
+    return broker
+
+
+BrokerDep = Annotated[RedisBroker, Depends(get_broker)]
+
+
+def get_storage(request: Request) -> PhotoStorage:
+    storage: PhotoStorage = request.app.state.storage
+    return storage
+
+
+StorageDep = Annotated[PhotoStorage, Depends(get_storage)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    offered = credentials.credentials.encode()
+    # Compare against every key so the time taken does not tell which one nearly matched.
+    matched = False
+    for key in settings.api_keys:
+        matched |= hmac.compare_digest(offered, key.encode())
+    if not matched:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,154 @@
+"""Uploading photos and reading their status and embeddings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from photoembed.api.deps import (
+    BrokerDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    require_api_key,
+)
+from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut
+from photoembed.images import ImageError, inspect_image
+from photoembed.logging import get_logger
+from photoembed.models import Embedding, Person, Photo, PhotoStatus
+from photoembed.queue import enqueue_embed_photo
+from photoembed.storage import TooLargeError
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/photos", tags=["photos"], dependencies=[Depends(require_api_key)])
+
+_CHUNK = 256 * 1024
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(_CHUNK):
+        yield chunk
+
+
+def _photo_out(photo: Photo, model: str | None = None) -> PhotoOut:
+    out = PhotoOut.model_validate(photo)
+    out.model = model
+    return out
+
+
+def _latest_embedding(session: SessionDep, photo_id: uuid.UUID) -> Embedding | None:
+    return session.scalars(
+        select(Embedding)
+        .where(Embedding.photo_id == photo_id)
+        .order_by(Embedding.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PhotoOut,
+    responses={
+        400: {"model": ErrorOut, "description": "empty file"},
+        404: {"model": ErrorOut, "description": "unknown person_id"},
+        413: {"model": ErrorOut, "description": "file larger than MAX_UPLOAD_BYTES"},
+        415: {"model": ErrorOut, "description": "not a usable image"},
+        422: {"model": ErrorOut, "description": "image outside the pixel limits"},
+    },
+)
+async def upload_photo(
+    file: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF")],
+    settings: SettingsDep,
+    session: SessionDep,
+    broker: BrokerDep,
+    storage: StorageDep,
+    person_id: Annotated[uuid.UUID | None, Form()] = None,
+) -> PhotoOut:
+    """Store the photo, record it as PENDING, then queue it for embedding (after the commit)."""
+    if person_id is not None and session.get(Person, person_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+    try:
+        staged = await storage.stage(_chunks(file), settings.max_upload_bytes)
+    except TooLargeError as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
+    try:
+        if staged.size == 0:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="the file is empty")
+        info = await run_in_threadpool(
+            inspect_image,
+            staged.path,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+        )
+    except ImageError as exc:
+        storage.discard(staged)
+        code = (
+            status.HTTP_422_UNPROCESSABLE_CONTENT
+            if "pixels" in str(exc)
+            else status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+        )
+        raise HTTPException(code, detail=str(exc)) from None
+    except BaseException:
+        storage.discard(staged)
+        raise
+
+    key = storage.commit(staged)
+    photo = Photo(
+        person_id=person_id,
+        status=PhotoStatus.PENDING,
+        storage_key=key,
+        content_hash=staged.sha256,
+        content_type=info.content_type,
+        size_bytes=staged.size,
+        width=info.width,
+        height=info.height,
+    )
+    session.add(photo)
+    session.commit()
+    message_id = await run_in_threadpool(enqueue_embed_photo, broker, settings, photo.id)
+    log.info(
+        "photo.uploaded",
+        photo_id=str(photo.id),
+        message_id=message_id,
+        size_bytes=staged.size,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+    )
+    return _photo_out(photo)
+
+
+@router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
+def get_photo(photo_id: uuid.UUID, session: SessionDep) -> PhotoOut:
+    photo = session.get(Photo, photo_id)
+    if photo is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
+    embedding = _latest_embedding(session, photo_id)
+    return _photo_out(photo, embedding.model if embedding else None)
+
+
+@router.get(
+    "/{photo_id}/embedding", response_model=EmbeddingOut, responses={404: {"model": ErrorOut}}
+)
+def get_photo_embedding(photo_id: uuid.UUID, session: SessionDep) -> EmbeddingOut:
+    photo = session.get(Photo, photo_id)
+    if photo is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
+    embedding = _latest_embedding(session, photo_id) if photo.status == PhotoStatus.READY else None
+    if embedding is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"photo {photo_id} has no embedding yet (status {photo.status})",
+        )
+    return EmbeddingOut(
+        photo_id=photo_id,
+        model=embedding.model,
+        dim=embedding.dim,
+        vector=[float(v) for v in embedding.vector],
+    )

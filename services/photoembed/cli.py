@@ -1,0 +1,279 @@
+"""`photoembed`: the command line of the product (see README for each command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from photoembed.clip.errors import ModelLoadError
+from photoembed.config import Settings, get_settings
+from photoembed.logging import configure_logging, get_logger
+
+log = get_logger("photoembed.cli")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrations_dir() -> Path:
+    for candidate in (REPO_ROOT / "migrations", Path.cwd() / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise SystemExit("cannot find the migrations/ folder (run from the repository root)")
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, "head")
+    log.info("db.migrated", revision="head")
+
+
+def run_api(settings: Settings) -> None:
+    import uvicorn
+
+    from photoembed.api.app import create_app
+
+    log.info("api.starting", url=f"http://{settings.api_host}:{settings.api_port}")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def worker_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
+        "--processes", str(settings.worker_processes),
+        "--threads", str(settings.worker_threads),
+        "--queues", settings.queue_name,
+        "--skip-logging",
+    ]  # fmt: skip
+
+
+def run_worker(settings: Settings) -> None:
+    if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
+        os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
+    command = worker_command(settings)
+    os.execv(command[0], command)
+
+
+def run_selfcheck(settings: Settings, record: bool) -> int:
+    from photoembed.clip.embedder import get_embedder
+    from photoembed.clip.selfcheck import run_selfcheck as check
+
+    result = check(settings, get_embedder(settings), record=record)
+    for finding in result.findings:
+        log.error("selfcheck.failed", code=finding.code, finding=finding.message)
+    if not result.ok:
+        return 1
+    if result.recorded:
+        log.info("selfcheck.recorded", model=result.identity, reference=str(result.reference_path))
+    log.info("selfcheck.passed", model=result.identity)
+    return 0
+
+
+def model_info(settings: Settings) -> int:
+    from photoembed.clip.weights import plan_model
+
+    try:
+        plan = plan_model(
+            settings.clip_model_name,
+            settings.clip_pretrained,
+            settings.clip_cache_dir,
+            settings.quick_gelu_override,
+        )
+    except ModelLoadError as exc:
+        print(json.dumps({"loadable": False, "error": str(exc)}, indent=2))
+        return 1
+    print(json.dumps({"loadable": True, **plan.describe()}, indent=2))
+    return 0
+
+
+def model_download(settings: Settings) -> int:
+    from photoembed.clip.files import download_weights
+
+    path, meta = download_weights(settings)
+    log.info("model.downloaded", path=str(path), sha256=meta.sha256, quick_gelu=meta.quick_gelu)
+    return 0
+
+
+def model_export(settings: Settings, output: Path) -> int:
+    from photoembed.clip.embedder import get_embedder
+    from photoembed.clip.files import export_weights
+
+    meta = export_weights(get_embedder(settings).load(), output)
+    log.info("model.exported", path=str(output), sha256=meta.sha256, quick_gelu=meta.quick_gelu)
+    return 0
+
+
+def _dev_api_key(home: Path) -> str:
+    key_file = home / "api-key"
+    if not key_file.is_file():
+        key_file.write_text(secrets.token_urlsafe(24) + "\n")
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _dev_weights(env: dict[str, str], home: Path) -> None:
+    """Use the configured weights when they are here; otherwise demo weights, said out loud."""
+    from photoembed.clip.errors import WeightsNotFoundError
+    from photoembed.clip.files import write_random_weights
+    from photoembed.clip.weights import plan_model
+
+    fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    settings = Settings.model_validate(fields)
+    try:
+        plan_model(
+            settings.clip_model_name,
+            settings.clip_pretrained,
+            settings.clip_cache_dir,
+            settings.quick_gelu_override,
+        )
+        return
+    except WeightsNotFoundError as exc:
+        missing = str(exc)
+    demo = home / "models" / f"demo-{settings.clip_model_name}-random-init.bin"
+    if not demo.is_file():
+        write_random_weights(demo, settings.clip_model_name)
+    env["CLIP_PRETRAINED"] = str(demo)
+    env["CLIP_QUICK_GELU"] = "auto"
+    log.warning(
+        "model.demo_weights",
+        weights=str(demo),
+        reason=missing,
+        meaning="the pipeline runs end to end, but these embeddings are random and meaningless",
+        fix="run `photoembed model download` where the hub is reachable, then restart",
+    )
+
+
+def run_dev(home: Path) -> int:
+    """Everything on one machine: embedded Postgres, Redis, migrations, the API and the worker."""
+    from photoembed.devstack import LocalPostgres, LocalRedis
+
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # dev never waits on a hub; `model download` does
+    postgres = LocalPostgres(home / "postgres")
+    redis_server = LocalRedis(home / "redis", port=int(os.environ.get("DEV_REDIS_PORT", "6390")))
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        env = dict(os.environ)
+        env.update(
+            ENV="dev",
+            DATABASE_URL=postgres.start(),
+            REDIS_URL=redis_server.start(),
+            STORAGE_DIR=env.get("STORAGE_DIR", str(home / "photos")),
+            CLIP_CACHE_DIR=env.get("CLIP_CACHE_DIR", str(home / "models")),
+            API_KEYS=env.get("API_KEYS") or _dev_api_key(home),
+        )
+        migrate(env["DATABASE_URL"])
+        _dev_weights(env, home)
+        photoembed = [sys.executable, "-m", "photoembed.cli"]
+        children.extend(
+            subprocess.Popen([*photoembed, name], env=env) for name in ("api", "worker")
+        )
+        port = env.get("API_PORT", "8000")
+        log.info(
+            "dev.running",
+            api=f"http://127.0.0.1:{port}",
+            docs=f"http://127.0.0.1:{port}/docs",
+            api_key=env["API_KEYS"].split(",")[0],
+            data=str(home),
+            stop="Ctrl-C",
+        )
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = [str(child.args) for child in children if child.poll() not in (None, 0)]
+        if failed:
+            log.error("dev.child_exited", commands=failed)
+            return 1
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        redis_server.stop()
+        postgres.stop()
+        log.info("dev.stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="photoembed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="run everything on this machine (embedded Postgres, Redis)")
+    dev.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("PHOTOEMBED_HOME", ".photoembed"))
+    )
+    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("worker", help="run the Dramatiq worker (self-check first)")
+    sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
+    check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
+    check.add_argument("--record", action="store_true", help="record the reference vector")
+    model = sub.add_parser("model", help="model weights").add_subparsers(
+        dest="model_command", required=True
+    )
+    model.add_parser("info", help="what would be loaded, from where, with which activation")
+    model.add_parser("download", help="fetch the configured weights into CLIP_CACHE_DIR")
+    export = model.add_parser("export", help="save the loaded model to a file with its metadata")
+    export.add_argument("--output", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        configure_logging(os.environ.get("LOG_FORMAT", "auto"), "INFO")  # type: ignore[arg-type]
+        return run_dev(args.home)
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "api":
+            run_api(settings)
+        elif args.command == "worker":
+            run_worker(settings)
+        elif args.command == "migrate":
+            migrate(settings.database_url)
+        elif args.command == "selfcheck":
+            return run_selfcheck(settings, args.record)
+        elif args.model_command == "info":
+            return model_info(settings)
+        elif args.model_command == "download":
+            return model_download(settings)
+        else:
+            return model_export(settings, args.output)
+    except ModelLoadError as exc:
+        log.error("model.unavailable", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""ClipEmbedder: one per process, created cheaply, loaded lazily under a lock, QuickGELU-correct."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
+from photoembed.clip.weights import (
+    ModelPlan,
+    missing_weights_message,
+    plan_model,
+    verify_checksum,
+)
+from photoembed.config import Settings
+from photoembed.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def select_device(preference: str) -> tuple[str, str]:
+    """The device to run on and why, for the log."""
+    if preference == "cpu":
+        return "cpu", "CLIP_DEVICE=cpu"
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError("CLIP_DEVICE=cuda but no CUDA device is available to torch")
+        return "cuda", "CLIP_DEVICE=cuda"
+    if preference == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError("CLIP_DEVICE=mps but the MPS backend is not available")
+        return "mps", "CLIP_DEVICE=mps"
+    if torch.cuda.is_available():
+        return "cuda", f"auto: CUDA available ({torch.cuda.get_device_name(0)})"
+    if torch.backends.mps.is_available():
+        return "mps", "auto: Apple MPS available"
+    return "cpu", "auto: no CUDA or MPS device available"
+
+
+def torch_threads_for(settings: Settings) -> int:
+    """Intra-op threads: the process's share of the cores unless set explicitly."""
+    if settings.torch_threads > 0:
+        return settings.torch_threads
+    return max(1, (os.cpu_count() or 1) // max(1, settings.worker_processes))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: torch.nn.Module
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    plan: ModelPlan
+    device: str
+    identity: str
+    weights_sha256: str
+    embed_dim: int
+    load_seconds: float
+
+
+def _check_activation(plan: ModelPlan) -> None:
+    """OpenCLIP compares the built activation with a tag's metadata only when it downloads the tag
+    itself; for a local file (ours or a cached tag) it checks nothing, so we warn the same way. The
+    self-check turns any such warning into a refusal to start."""
+    if plan.metadata_quick_gelu is None or plan.metadata_quick_gelu == plan.quick_gelu:
+        return
+    origin = (
+        f"pretrained tag {plan.tag!r}"
+        if plan.source == "cache"
+        else f"the metadata of weights file {plan.weights_path}"
+    )
+    warnings.warn(
+        f"QuickGELU mismatch between final model config (quick_gelu={plan.quick_gelu}) "
+        f"and {origin} (quick_gelu={plan.metadata_quick_gelu}).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _build(plan: ModelPlan, device: str) -> tuple[Any, Any]:
+    """Local weights load by path, so a cached tag never waits on the hub (HEAD retries with
+    warnings when offline); only a tag that is not cached yet goes through OpenCLIP's download."""
+    extra: dict[str, Any] = {}
+    if plan.weights_path is not None:
+        _check_activation(plan)
+        cfg = open_clip.get_pretrained_cfg(plan.model_name, plan.tag) if plan.tag else {}
+        extra = {
+            "image_mean": cfg.get("mean"),
+            "image_std": cfg.get("std"),
+            "image_interpolation": cfg.get("interpolation"),
+            "image_resize_mode": cfg.get("resize_mode"),
+        }
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        plan.model_name,
+        pretrained=str(plan.weights_path) if plan.weights_path else plan.pretrained,
+        device=device,
+        cache_dir=str(plan.cache_dir),
+        force_quick_gelu=plan.quick_gelu,
+        # Also when False: a '-quickgelu' model name must not silently keep QuickGELU.
+        quick_gelu=plan.quick_gelu,
+        **extra,
+    )
+    return model, preprocess
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    started = time.perf_counter()
+    plan = plan_model(
+        settings.clip_model_name,
+        settings.clip_pretrained,
+        settings.clip_cache_dir,
+        settings.quick_gelu_override,
+    )
+    device, device_reason = select_device(settings.clip_device)
+    log.info(
+        "model.loading",
+        model=plan.model_name,
+        pretrained=plan.pretrained,
+        source=plan.source,
+        weights=str(plan.weights_path),
+        activation=plan.activation,
+        activation_source=plan.activation_source,
+        device=device,
+        device_reason=device_reason,
+    )
+    if plan.weights_path is not None:
+        verify_checksum(plan.weights_path, plan.expected_sha256)
+    try:
+        model, preprocess = _build(plan, device)
+    except RuntimeError as exc:
+        if plan.tag and "Failed to download weights" in str(exc):
+            raise WeightsNotFoundError(
+                missing_weights_message(plan.model_name, plan.tag, plan.cache_dir, str(exc))
+            ) from None
+        raise _unreadable(plan, exc) from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise _unreadable(plan, exc) from None
+    model.eval()
+
+    if plan.source == "hub":  # now it is in the cache: record what was fetched
+        plan = plan_model(
+            plan.model_name, plan.pretrained, plan.cache_dir, settings.quick_gelu_override
+        )
+    assert plan.weights_path is not None
+    sha256 = plan.expected_sha256 or verify_checksum(plan.weights_path, None)
+    embed_dim = int(model.visual.output_dim)
+    loaded = LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        plan=plan,
+        device=device,
+        identity=plan.identity(sha256),
+        weights_sha256=sha256,
+        embed_dim=embed_dim,
+        load_seconds=time.perf_counter() - started,
+    )
+    log.info(
+        "model.loaded",
+        model=loaded.identity,
+        embed_dim=embed_dim,
+        device=device,
+        duration_ms=round(loaded.load_seconds * 1000),
+    )
+    return loaded
+
+
+def _unreadable(plan: ModelPlan, exc: BaseException) -> ModelLoadError:
+    return WeightsCorruptError(
+        f"weights file {plan.weights_path} could not be loaded into {plan.model_name}: "
+        f"{type(exc).__name__}: {str(exc)[:300]}. The file is probably truncated, corrupt or for "
+        f"another model (expected sha256: {plan.expected_sha256 or 'not recorded'}). It was left "
+        f"in place. Fix: delete it and run `photoembed model download` again, or point "
+        f"CLIP_PRETRAINED at a good copy."
+    )
+
+
+class ClipEmbedder:
+    """Turns images into L2-normalised embeddings. Cheap to create; loads on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def load(self) -> LoadedModel:
+        with self._lock:
+            if self._loaded is None:
+                torch.set_num_threads(torch_threads_for(self._settings))
+                self._loaded = load_model(self._settings)
+            return self._loaded
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.load().preprocess(image)
+
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        loaded = self.load()
+        with torch.inference_mode():
+            features = loaded.model.encode_image(batch.to(loaded.device))  # type: ignore[operator]
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = torch.stack([self.preprocess(image) for image in images])
+        return self.embed_tensors(batch)
+
+
+_embedder: ClipEmbedder | None = None
+_embedder_pid: int | None = None
+
+
+def get_embedder(settings: Settings) -> ClipEmbedder:
+    """The process's embedder; a forked child gets its own, never the parent's."""
+    global _embedder, _embedder_pid
+    if _embedder is None or _embedder_pid != os.getpid():
+        _embedder, _embedder_pid = ClipEmbedder(settings), os.getpid()
+    return _embedder

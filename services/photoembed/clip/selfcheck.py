@@ -1,0 +1,157 @@
+"""The boot self-check: the model must load without a single warning and embed a known input right.
+
+It records every Python warning and every WARNING-or-worse log record emitted while loading (OpenCLIP
+reports some problems only through `logging`, e.g. "No pretrained weights loaded ... initialized
+randomly"), embeds a fixed synthetic image, and checks dimension, finiteness, unit norm and, where one
+was recorded for these exact weights, the reference vector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from photoembed.clip.embedder import ClipEmbedder, LoadedModel
+from photoembed.clip.errors import ModelLoadError
+from photoembed.config import Settings
+from photoembed.models import EMBEDDING_DIM
+
+NORM_TOLERANCE = 1e-3
+# Recomputing the same weights differs by ~1e-7; GELU vs QuickGELU on the same weights by ~1e-3.
+REFERENCE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+
+
+@dataclass
+class SelfCheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    identity: str | None = None
+    reference_path: Path | None = None
+    recorded: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+class _RecordingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def probe_image() -> Image.Image:
+    """A fixed, deterministic 256x256 image with structure at several scales."""
+    y, x = np.mgrid[0:256, 0:256].astype(np.float64) / 255.0
+    red = 0.5 + 0.5 * np.sin(12 * x + 3 * y)
+    green = 0.5 + 0.5 * np.cos(7 * y * x * 4)
+    blue = (x + y) / 2
+    pixels = np.stack([red, green, blue], axis=-1)
+    return Image.fromarray((pixels * 255).round().astype(np.uint8), mode="RGB")
+
+
+def reference_path(settings: Settings, loaded: LoadedModel) -> Path:
+    """Keyed by model and weights checksum only: a different activation must not find a new key."""
+    return settings.reference_dir / f"{loaded.plan.model_name}-{loaded.weights_sha256}.json"
+
+
+def _load_recording(embedder: ClipEmbedder) -> tuple[LoadedModel | None, list[Finding]]:
+    findings: list[Finding] = []
+    handler = _RecordingHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    loaded: LoadedModel | None = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                loaded = embedder.load()
+            except ModelLoadError as exc:
+                findings.append(Finding("model_unavailable", str(exc)))
+            except Exception as exc:
+                findings.append(Finding("model_load_failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        root.removeHandler(handler)
+    for warning in caught:
+        findings.append(
+            Finding(
+                "load_warning",
+                f"{warning.category.__name__} while loading the model: {warning.message} "
+                f"({warning.filename}:{warning.lineno})",
+            )
+        )
+    for record in handler.records:
+        findings.append(
+            Finding(
+                "load_log",
+                f"{record.levelname} from {record.name} while loading the model: "
+                f"{record.getMessage()}",
+            )
+        )
+    return loaded, findings
+
+
+def run_selfcheck(
+    settings: Settings, embedder: ClipEmbedder, *, record: bool = False
+) -> SelfCheckResult:
+    loaded, findings = _load_recording(embedder)
+    result = SelfCheckResult(findings=findings)
+    if loaded is None:
+        return result
+    result.identity = loaded.identity
+    vector = embedder.embed_images([probe_image()])[0].astype(np.float64)
+
+    if loaded.embed_dim != EMBEDDING_DIM or vector.shape != (EMBEDDING_DIM,):
+        findings.append(
+            Finding(
+                "dimension",
+                f"model {loaded.identity} gives {vector.shape[0]}-d vectors; the database stores "
+                f"{EMBEDDING_DIM}-d",
+            )
+        )
+    if not np.all(np.isfinite(vector)):
+        findings.append(Finding("not_finite", "the probe embedding has NaN or infinite values"))
+        return result
+    norm = float(np.linalg.norm(vector))
+    if abs(norm - 1.0) > NORM_TOLERANCE:
+        findings.append(Finding("not_unit_norm", f"the probe embedding has norm {norm:.6f}, not 1"))
+
+    path = reference_path(settings, loaded)
+    result.reference_path = path
+    if record:
+        if findings:  # never record a reference from a model that is already wrong
+            return result
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model": loaded.identity, "vector": vector.tolist()}) + "\n")
+        result.recorded = True
+    elif path.is_file():
+        reference = json.loads(path.read_text())
+        expected = np.asarray(reference["vector"], dtype=np.float64)
+        diff = (
+            float(np.max(np.abs(expected - vector))) if expected.shape == vector.shape else np.inf
+        )
+        if diff > REFERENCE_TOLERANCE:
+            findings.append(
+                Finding(
+                    "reference_mismatch",
+                    f"the probe embedding differs from the reference recorded in {path} for "
+                    f"{reference.get('model')} by {diff:.2e} (max abs, tolerance "
+                    f"{REFERENCE_TOLERANCE:.0e}); now loaded as {loaded.identity}. Check "
+                    f"CLIP_QUICK_GELU and the weights; re-record only if the change is intended.",
+                )
+            )
+    return result

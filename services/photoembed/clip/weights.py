@@ -1,0 +1,271 @@
+"""Where the CLIP weights come from, which activation they need, and whether the file is intact.
+
+`plan_model` answers all of that without loading anything (`photoembed model info` prints it);
+`ClipEmbedder` loads what the plan names. The order is local first: a configured file, then the
+cache, then the hub only where it is allowed (not with `HF_HUB_OFFLINE=1`).
+
+QuickGELU: OpenAI's weights (and every OpenCLIP tag whose metadata says `quick_gelu=True`) were
+trained with QuickGELU, while OpenCLIP builds e.g. `ViT-B-32` with nn.GELU. For a tag the activation
+comes from that metadata; for a weights file from its sidecar (`<file>.meta.json`, written by
+`photoembed model download` / `model export`), because OpenCLIP runs no check at all for a file.
+`CLIP_QUICK_GELU=true|false` overrides both; a file with neither is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import open_clip
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+from photoembed.clip.errors import (
+    ActivationUnknownError,
+    ModelLoadError,
+    UnknownModelError,
+    WeightsCorruptError,
+    WeightsNotFoundError,
+)
+
+SIDECAR_SUFFIX = ".meta.json"
+SIDECAR_FORMAT = "photoembed-weights/1"
+WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+WeightsSource = Literal["file", "cache", "hub"]
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """The sidecar written next to a weights file: what it is and how it must be built."""
+
+    model_name: str
+    pretrained_tag: str | None
+    quick_gelu: bool
+    embed_dim: int
+    sha256: str
+    format: str = SIDECAR_FORMAT
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model_name: str
+    pretrained: str
+    tag: str | None
+    source: WeightsSource
+    weights_path: Path | None
+    quick_gelu: bool
+    activation_source: str
+    expected_sha256: str | None
+    metadata_quick_gelu: bool | None
+    cache_dir: Path
+
+    @property
+    def activation(self) -> str:
+        return "quickgelu" if self.quick_gelu else "gelu"
+
+    def identity(self, sha256: str | None) -> str:
+        """The name stored beside every vector: same identity, same embeddings."""
+        weights = self.tag or "file"
+        digest = (sha256 or self.expected_sha256 or "unknown")[:12]
+        return f"open_clip:{self.model_name}:{weights}:{digest}:{self.activation}"
+
+    def describe(self) -> dict[str, Any]:
+        info = asdict(self)
+        info["weights_path"] = str(self.weights_path) if self.weights_path else None
+        info["cache_dir"] = str(self.cache_dir)
+        info["activation"] = self.activation
+        return info
+
+
+def sidecar_path(weights: Path) -> Path:
+    return weights.with_name(weights.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(weights: Path) -> WeightsMeta | None:
+    path = sidecar_path(weights)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return WeightsMeta(**data)
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"weights metadata {path} is not valid: {exc}") from None
+
+
+def write_sidecar(weights: Path, meta: WeightsMeta) -> Path:
+    path = sidecar_path(weights)
+    path.write_text(json.dumps(asdict(meta), indent=2) + "\n")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hub_offline() -> bool:
+    return bool(hf_constants.HF_HUB_OFFLINE)
+
+
+def looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith(WEIGHT_SUFFIXES) or Path(pretrained).exists()
+
+
+def embed_dim_of(model_name: str) -> int:
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise UnknownModelError(_unknown_model_message(model_name))
+    return int(config["embed_dim"])
+
+
+def _unknown_model_message(model_name: str) -> str:
+    known = ", ".join(m for m in open_clip.list_models() if m.startswith("ViT-B"))
+    return f"unknown OpenCLIP model {model_name!r} (CLIP_MODEL_NAME); for example: {known}"
+
+
+def hub_files(model_name: str, tag: str) -> tuple[str, list[str]]:
+    """The Hugging Face repo and the file names OpenCLIP would fetch for a tag, in its order."""
+    hf_hub = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if not hf_hub:
+        return "", []
+    repo_id, filename = os.path.split(hf_hub)  # 'org/name/' or 'org/name/file.bin'
+    filename = filename or HF_WEIGHTS_NAME
+    if filename == HF_WEIGHTS_NAME:
+        return repo_id, [HF_SAFE_WEIGHTS_NAME, filename]
+    if filename.endswith((".bin", ".pth")):
+        return repo_id, [filename[:-4] + ".safetensors", filename]
+    return repo_id, [filename]
+
+
+def _find_in_cache(model_name: str, tag: str, cache_dir: Path) -> Path | None:
+    repo_id, names = hub_files(model_name, tag)
+    for name in names:
+        found: object = try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir))
+        if isinstance(found, str):
+            return Path(str(found))
+    url: str = open_clip.get_pretrained_cfg(model_name, tag).get("url", "")
+    if url:
+        candidate = cache_dir / url.rsplit("/", 1)[-1]
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _blob_sha256(path: Path) -> str | None:
+    """Hugging Face stores large files as blobs named by their sha256: the expected checksum."""
+    name = path.resolve().name
+    return name if _SHA256.fullmatch(name) else None
+
+
+def missing_weights_message(model_name: str, tag: str, cache_dir: Path, reason: str) -> str:
+    repo_id, names = hub_files(model_name, tag)
+    where = (
+        f"{cache_dir}/models--{repo_id.replace('/', '--')} (files {', '.join(names)})"
+        if repo_id
+        else str(cache_dir)
+    )
+    return (
+        f"weights for model {model_name!r} with pretrained tag {tag!r} are not available: {reason}. "
+        f"Looked in {where}. Fix it one of two ways: run `photoembed model download` on a machine "
+        f"with internet access, with the same CLIP_MODEL_NAME, CLIP_PRETRAINED and CLIP_CACHE_DIR, "
+        f"and bring that cache folder here; or set CLIP_PRETRAINED=/path/to/weights.bin, a local "
+        f"weights file with its {SIDECAR_SUFFIX} sidecar (or CLIP_QUICK_GELU set)."
+    )
+
+
+def plan_model(
+    model_name: str, pretrained: str, cache_dir: Path, quick_gelu_override: bool | None
+) -> ModelPlan:
+    """Decide what would be loaded, from where, with which activation, without loading it."""
+    if open_clip.get_model_config(model_name) is None:
+        raise UnknownModelError(_unknown_model_message(model_name))
+    cache_dir = cache_dir.expanduser().resolve()
+
+    if looks_like_path(pretrained):
+        path = Path(pretrained).expanduser().resolve()
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"CLIP_PRETRAINED names the weights file {path}, which does not exist. Fix: point "
+                f"it at a file written by `photoembed model download` or `photoembed model export`, "
+                f"or set CLIP_PRETRAINED to a pretrained tag such as 'openai'."
+            )
+        meta = read_sidecar(path)
+        if quick_gelu_override is not None:
+            quick_gelu, activation_source = quick_gelu_override, "CLIP_QUICK_GELU"
+        elif meta is not None:
+            quick_gelu, activation_source = meta.quick_gelu, f"sidecar {sidecar_path(path)}"
+        else:
+            raise ActivationUnknownError(
+                f"the weights file {path} has no metadata sidecar ({sidecar_path(path).name}), so "
+                f"its activation (QuickGELU or GELU) is unknown and OpenCLIP would not check it. "
+                f"Fix: set CLIP_QUICK_GELU=true (OpenAI-trained weights) or CLIP_QUICK_GELU=false, "
+                f"or re-export the file with `photoembed model export`, which writes the sidecar."
+            )
+        return ModelPlan(
+            model_name=model_name,
+            pretrained=pretrained,
+            tag=meta.pretrained_tag if meta else None,
+            source="file",
+            weights_path=path,
+            quick_gelu=quick_gelu,
+            activation_source=activation_source,
+            expected_sha256=meta.sha256 if meta else None,
+            metadata_quick_gelu=meta.quick_gelu if meta else None,
+            cache_dir=cache_dir,
+        )
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
+        raise UnknownModelError(
+            f"{pretrained!r} is neither a pretrained tag of {model_name} nor an existing file "
+            f"(CLIP_PRETRAINED). Tags for {model_name}: {tags}"
+        )
+    tag_quick_gelu = bool(cfg.get("quick_gelu", False))
+    if quick_gelu_override is not None:
+        quick_gelu, activation_source = quick_gelu_override, "CLIP_QUICK_GELU"
+    else:
+        quick_gelu, activation_source = tag_quick_gelu, f"OpenCLIP metadata of tag {pretrained!r}"
+
+    cached = _find_in_cache(model_name, pretrained, cache_dir)
+    if cached is None and hub_offline():
+        raise WeightsNotFoundError(
+            missing_weights_message(
+                model_name, pretrained, cache_dir, "not in the cache, and HF_HUB_OFFLINE=1"
+            )
+        )
+    return ModelPlan(
+        model_name=model_name,
+        pretrained=pretrained,
+        tag=pretrained,
+        source="cache" if cached else "hub",
+        weights_path=cached,
+        quick_gelu=quick_gelu,
+        activation_source=activation_source,
+        expected_sha256=_blob_sha256(cached) if cached else None,
+        metadata_quick_gelu=tag_quick_gelu,
+        cache_dir=cache_dir,
+    )
+
+
+def verify_checksum(path: Path, expected: str | None) -> str:
+    """Hash the weights; a mismatch is reported, never 'fixed' by deleting the file."""
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise WeightsCorruptError(
+            f"weights file {path} is corrupt or partial: sha256 {actual}, expected {expected} "
+            f"({path.stat().st_size} bytes on disk). It was left in place for inspection. Fix: "
+            f"delete it and run `photoembed model download` again, or restore a good copy."
+        )
+    return actual

@@ -1,0 +1,77 @@
+"""Settings, read from the environment (and `.env`). Every field is listed in `.env.example`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_API_KEY = "change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    env: Literal["dev", "production"] = "production"
+
+    database_url: str = "postgresql+psycopg://photoembed:photoembed@localhost:5432/photoembed"
+    redis_url: str = "redis://localhost:6379/0"
+    storage_dir: Path = Path("./.photoembed/photos")
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    min_image_side: int = 16
+
+    clip_model_name: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    clip_cache_dir: Path = Path("./.photoembed/models")
+    clip_quick_gelu: Literal["auto", "true", "false"] = "auto"
+    clip_device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    selfcheck_reference_dir: Path | None = None
+
+    worker_processes: int = 1
+    worker_threads: int = 2
+    torch_threads: int = 0
+    queue_name: str = "photos"
+    max_attempts: int = 3
+    max_retries: int = 10
+    claim_lease_seconds: int = 600
+    decode_draft_side: int = 448
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    def check_api_keys(self) -> None:
+        """The API refuses to start outside dev mode without real keys (the worker needs none)."""
+        if self.env != "dev" and (not self.api_keys or PLACEHOLDER_API_KEY in self.api_keys):
+            raise ValueError(
+                "API_KEYS must hold at least one real key outside dev mode "
+                f"(ENV={self.env}); set API_KEYS=key1,key2 or ENV=dev for a local run"
+            )
+
+    @property
+    def quick_gelu_override(self) -> bool | None:
+        """`None` means: follow the pretrained tag's (or weights file's) metadata."""
+        return {"auto": None, "true": True, "false": False}[self.clip_quick_gelu]
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.selfcheck_reference_dir or self.clip_cache_dir / "references"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

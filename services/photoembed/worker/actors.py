@@ -1,0 +1,45 @@
+"""The worker's entry module: `dramatiq photoembed.worker.actors` (what `photoembed worker` runs).
+
+Importing it builds the broker with our middleware and declares the actors; nothing heavy happens
+here, so the model is loaded in each worker process (by the self-check), never before the fork.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import dramatiq
+
+from photoembed.clip.embedder import get_embedder
+from photoembed.config import get_settings
+from photoembed.logging import configure_logging
+from photoembed.queue import EMBED_PHOTO, build_broker
+from photoembed.storage import PhotoStorage
+from photoembed.worker.middleware import MessageContext, ModelSelfCheck
+from photoembed.worker.pipeline import TRANSIENT_ERRORS, process_photo
+
+settings = get_settings()
+configure_logging(settings.log_format, settings.log_level)
+
+broker = build_broker(settings)
+broker.add_middleware(MessageContext())
+broker.add_middleware(ModelSelfCheck(settings))
+dramatiq.set_broker(broker)
+
+
+def _retry_transient(retries: int, exception: BaseException) -> bool:
+    return retries <= settings.max_retries and isinstance(exception, TRANSIENT_ERRORS)
+
+
+@dramatiq.actor(
+    actor_name=EMBED_PHOTO,
+    queue_name=settings.queue_name,
+    retry_when=_retry_transient,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=10 * 60_000,
+)
+def embed_photo(photo_id: str) -> None:
+    process_photo(
+        uuid.UUID(photo_id), settings, get_embedder(settings), PhotoStorage(settings.storage_dir)
+    )

@@ -1,0 +1,71 @@
+"""Dramatiq middleware of the worker: small classes, one concern each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import MiddlewareError
+
+from photoembed.clip.embedder import get_embedder
+from photoembed.clip.selfcheck import run_selfcheck
+from photoembed.config import Settings
+from photoembed.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class SelfCheckFailed(MiddlewareError):
+    """Raised from `before_worker_boot`: Dramatiq lets a MiddlewareError stop the process (exit 1)
+    before any consumer starts, where it would swallow any other exception."""
+
+
+class ModelSelfCheck(dramatiq.Middleware):
+    """Loads the model in the worker process and refuses to start on any finding.
+
+    Hook: `before_worker_boot` runs in each worker process after the fork and before the worker's
+    consumers exist, so no message can be taken from Redis by a worker that fails the check.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        result = run_selfcheck(self.settings, get_embedder(self.settings))
+        for finding in result.findings:
+            log.error("selfcheck.failed", code=finding.code, finding=finding.message)
+        if not result.ok:
+            raise SelfCheckFailed(
+                f"model self-check failed with {len(result.findings)} finding(s); not starting"
+            )
+        log.info("selfcheck.passed", model=result.identity)
+
+
+class MessageContext(dramatiq.Middleware):
+    """Binds `message_id`, `actor` and the photo id to every log event of a message.
+
+    Hooks: `before_process_message` binds in the worker thread that runs the message;
+    `after_process_message` and `after_skip_message` clear it again.
+    """
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        structlog.contextvars.clear_contextvars()
+        context: dict[str, Any] = {"message_id": message.message_id, "actor": message.actor_name}
+        if message.args:
+            context["photo_id"] = message.args[0]
+        structlog.contextvars.bind_contextvars(**context)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        structlog.contextvars.clear_contextvars()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        structlog.contextvars.clear_contextvars()

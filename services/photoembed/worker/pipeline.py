@@ -1,0 +1,204 @@
+"""What happens to one photo: claim it, decode it, embed it, store the vector, mark it READY.
+
+Delivery is at-least-once, so every step is safe to repeat: the claim is a conditional UPDATE with a
+lease, a READY or FAILED photo is left alone, and the vector and the status change commit together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from photoembed.clip.embedder import ClipEmbedder
+from photoembed.config import Settings
+from photoembed.db import session_scope
+from photoembed.images import ImageError, load_rgb
+from photoembed.logging import get_logger
+from photoembed.models import PhotoStatus
+from photoembed.quality import quality_score
+from photoembed.storage import PhotoStorage
+
+log = get_logger(__name__)
+
+# Errors worth retrying: the photo is fine, a service it needs is not (yet).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedPhoto:
+    id: uuid.UUID
+    storage_key: str
+    attempts: int
+
+
+def claim_photo(session: Session, photo_id: uuid.UUID, lease_seconds: int) -> ClaimedPhoto | None:
+    """Take the photo for this worker if it is PENDING, or PROCESSING with an expired lease."""
+    row = session.execute(
+        text(
+            """
+            UPDATE photos
+               SET status = 'PROCESSING', attempts = attempts + 1, claimed_at = now(),
+                   updated_at = now()
+             WHERE id = :id
+               AND (status = 'PENDING'
+                    OR (status = 'PROCESSING'
+                        AND claimed_at < now() - make_interval(secs => :lease)))
+         RETURNING storage_key, attempts
+            """
+        ),
+        {"id": photo_id, "lease": lease_seconds},
+    ).one_or_none()
+    if row is None:
+        return None
+    return ClaimedPhoto(id=photo_id, storage_key=row.storage_key, attempts=row.attempts)
+
+
+def mark_failed(database_url: str, photo_id: uuid.UUID, error: str) -> None:
+    with session_scope(database_url) as session:
+        session.execute(
+            text(
+                """
+                UPDATE photos SET status = 'FAILED', error = :error, processed_at = now(),
+                                  updated_at = now()
+                 WHERE id = :id AND status = 'PROCESSING'
+                """
+            ),
+            {"id": photo_id, "error": error[:2000]},
+        )
+
+
+def release_claim(database_url: str, photo_id: uuid.UUID) -> None:
+    """Hand a photo back (PENDING) after a transient error, so that the retry can claim it."""
+    with session_scope(database_url) as session:
+        session.execute(
+            text(
+                "UPDATE photos SET status = 'PENDING', claimed_at = NULL, updated_at = now() "
+                "WHERE id = :id AND status = 'PROCESSING'"
+            ),
+            {"id": photo_id},
+        )
+
+
+def store_embedding(
+    session: Session,
+    photo_id: uuid.UUID,
+    vector: list[float],
+    quality: float,
+    embedder: ClipEmbedder,
+) -> bool:
+    """Write the vector (one per photo and model) and mark the photo READY, in one transaction."""
+    loaded = embedder.load()
+    plan = loaded.plan
+    session.execute(
+        text(
+            """
+            INSERT INTO embeddings (photo_id, model, model_name, pretrained, weights_sha256,
+                                    quick_gelu, dim, vector, created_at)
+            VALUES (:photo_id, :model, :model_name, :pretrained, :sha, :quick_gelu, :dim,
+                    CAST(:vector AS vector), now())
+            ON CONFLICT (photo_id, model)
+            DO UPDATE SET vector = EXCLUDED.vector, created_at = EXCLUDED.created_at
+            """
+        ),
+        {
+            "photo_id": photo_id,
+            "model": loaded.identity,
+            "model_name": plan.model_name,
+            "pretrained": plan.pretrained,
+            "sha": loaded.weights_sha256,
+            "quick_gelu": plan.quick_gelu,
+            "dim": len(vector),
+            "vector": "[" + ",".join(repr(v) for v in vector) + "]",
+        },
+    )
+    updated = session.execute(
+        text(
+            """
+            UPDATE photos SET status = 'READY', quality_score = :quality, error = NULL,
+                              processed_at = now(), updated_at = now()
+             WHERE id = :id AND status = 'PROCESSING'
+            """
+        ),
+        {"id": photo_id, "quality": quality},
+    )
+    return bool(updated.rowcount)  # type: ignore[attr-defined]
+
+
+def process_photo(
+    photo_id: uuid.UUID, settings: Settings, embedder: ClipEmbedder, storage: PhotoStorage
+) -> str:
+    """Run one photo through the pipeline and return its outcome (a PhotoStatus or 'skipped')."""
+    started = time.perf_counter()
+    with session_scope(settings.database_url) as session:
+        claimed = claim_photo(session, photo_id, settings.claim_lease_seconds)
+    if claimed is None:
+        log.info("photo.skipped", reason="not PENDING, or claimed by another worker")
+        return "skipped"
+    if claimed.attempts > settings.max_attempts:
+        error = (
+            f"gave up after {claimed.attempts - 1} attempts that did not finish "
+            f"(the worker died or timed out each time)"
+        )
+        mark_failed(settings.database_url, photo_id, error)
+        log.error("photo.failed", reason="attempts_exhausted", error=error)
+        return PhotoStatus.FAILED
+
+    try:
+        path = storage.read_path(claimed.storage_key)
+        image, info = load_rgb(
+            path,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+            draft_side=settings.decode_draft_side,
+        )
+        quality = quality_score(image, (info.width, info.height))
+        vector = embedder.embed_images([image])[0]
+        with session_scope(settings.database_url) as session:
+            stored = store_embedding(session, photo_id, vector.tolist(), quality, embedder)
+    except (ImageError, FileNotFoundError) as exc:
+        mark_failed(settings.database_url, photo_id, str(exc))
+        log.warning("photo.failed", reason="bad_input", error=str(exc))
+        return PhotoStatus.FAILED
+    except TRANSIENT_ERRORS as exc:
+        log.warning("photo.retrying", error=f"{type(exc).__name__}: {exc}")
+        # If even that fails, the lease expires and the retry or the sweeper picks it up.
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            release_claim(settings.database_url, photo_id)
+        raise
+    except DBAPIError as exc:
+        error = f"could not store the embedding: {type(exc).__name__}: {exc.orig}"
+        mark_failed(settings.database_url, photo_id, error)
+        log.error("photo.failed", reason="database_rejected", error=error)
+        return PhotoStatus.FAILED
+    except Exception as exc:
+        error = f"embedding failed: {type(exc).__name__}: {exc}"
+        mark_failed(settings.database_url, photo_id, error)
+        log.exception("photo.failed", reason="embedding_error", error=error)
+        return PhotoStatus.FAILED
+
+    if not stored:
+        log.info("photo.skipped", reason="finished by another worker meanwhile")
+        return "skipped"
+    log.info(
+        "photo.embedded",
+        model=embedder.load().identity,
+        quality_score=quality,
+        width=info.width,
+        height=info.height,
+        attempts=claimed.attempts,
+        duration_ms=round((time.perf_counter() - started) * 1000),
+    )
+    return PhotoStatus.READY

@@ -1,0 +1,105 @@
+"""Fixtures that start the real things: Postgres with pgvector, Redis, the seeded model cache."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from photoembed.cli import migrate
+from photoembed.config import Settings
+from photoembed.devstack import LocalPostgres, LocalRedis, free_port
+from tests.helpers import ServiceProcess, random_weights, seed_hf_cache, settings_env
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_API_KEY = "test-key-1"
+
+
+@pytest.fixture(scope="session")
+def weights_file() -> Path:
+    """Random weights of the real ViT-B-32 (no hub here): kept between runs, made once (~5 s)."""
+    path = REPO / ".cache" / "test-weights" / "vit-b-32-random.bin"
+    random_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory, weights_file: Path) -> Path:
+    """A Hugging Face cache holding those weights as the 'openai' tag's download."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    seed_hf_cache(cache, weights_file)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data")
+    migrate(server.start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, postgres: LocalPostgres, redis_server: LocalRedis, model_cache: Path
+) -> Settings:
+    """Settings of one test: shared database and Redis, its own queue, photos folder and port."""
+    return Settings(
+        env="production",
+        database_url=postgres.url,
+        redis_url=redis_server.url,
+        storage_dir=tmp_path / "photos",
+        api_keys=[TEST_API_KEY],
+        api_port=free_port(),
+        clip_cache_dir=model_cache,
+        selfcheck_reference_dir=tmp_path / "references",
+        queue_name=f"photos-{uuid.uuid4().hex[:8]}",
+        worker_threads=2,
+    )
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url)
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[object]:
+    """Start `photoembed <command>` with given settings; every process is stopped at the end."""
+    started: list[ServiceProcess] = []
+
+    def start(command: str, settings: Settings, **overrides: str) -> ServiceProcess:
+        env = settings_env(settings)
+        env.update(overrides)
+        service = ServiceProcess([command], env, tmp_path / f"{command}-{len(started)}.log")
+        started.append(service.start())
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def api(settings: Settings, start_service) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """The real API (uvicorn) in its own process, and a client that sends the API key."""
+    service = start_service("api", settings)
+    service.wait_for_log(r"Uvicorn running|Application startup complete", timeout=60)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        timeout=30,
+    ) as client:
+        yield client
