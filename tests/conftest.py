@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# No hub is reachable here: make every load in this process (and its children) offline-only.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +38,17 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory, weights_file: Path) ->
     cache = tmp_path_factory.mktemp("model-cache")
     seed_hf_cache(cache, weights_file)
     return cache
+
+
+@pytest.fixture
+def model_settings(tmp_path: Path, model_cache: Path) -> Settings:
+    """Settings for loading the model in this process; no database or broker involved."""
+    return Settings(
+        env="dev",
+        clip_cache_dir=model_cache,
+        selfcheck_reference_dir=tmp_path / "references",
+        clip_device="cpu",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,10 +96,11 @@ def start_service(tmp_path: Path) -> Iterator[object]:
     """Start `photoembed <command>` with given settings; every process is stopped at the end."""
     started: list[ServiceProcess] = []
 
-    def start(command: str, settings: Settings, **overrides: str) -> ServiceProcess:
+    def start(command: str, settings: Settings, *args: str, **overrides: str) -> ServiceProcess:
         env = settings_env(settings)
         env.update(overrides)
-        service = ServiceProcess([command], env, tmp_path / f"{command}-{len(started)}.log")
+        log_path = tmp_path / f"{command}-{len(started)}.log"
+        service = ServiceProcess([command, *args], env, log_path)
         started.append(service.start())
         return service
 

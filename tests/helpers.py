@@ -41,7 +41,11 @@ def make_photo(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image
     for _ in range(12):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         color = tuple(int(v) for v in rng.integers(0, 255, size=3))
-        draw.line([x0, y0, x0 + int(rng.integers(-80, 80)), y0 + int(rng.integers(-80, 80))], fill=color, width=3)
+        draw.line(
+            [x0, y0, x0 + int(rng.integers(-80, 80)), y0 + int(rng.integers(-80, 80))],
+            fill=color,
+            width=3,
+        )
     pixels = np.asarray(image, dtype=np.float64) + rng.normal(0, 6, size=(height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
@@ -52,7 +56,9 @@ def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def seed_hf_cache(cache_dir: Path, weights: Path, model_name: str = "ViT-B-32", tag: str = "openai") -> Path:
+def seed_hf_cache(
+    cache_dir: Path, weights: Path, model_name: str = "ViT-B-32", tag: str = "openai"
+) -> Path:
     """Lay `weights` out as the Hugging Face cache holds the tag's download (design.md: blob named by
     its sha256, snapshot symlink, refs/main), so the real offline loading path finds it."""
     meta = read_sidecar(weights)
@@ -120,9 +126,13 @@ class ServiceProcess:
                 return
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"{self.args} exited {self.process.returncode}:\n{self.log[-4000:]}")
+                raise AssertionError(
+                    f"{self.args} exited {self.process.returncode}:\n{self.log[-4000:]}"
+                )
             time.sleep(0.2)
-        raise AssertionError(f"{pattern!r} not in the log of {self.args} after {timeout}s:\n{self.log[-4000:]}")
+        raise AssertionError(
+            f"{pattern!r} not in the log of {self.args} after {timeout}s:\n{self.log[-4000:]}"
+        )
 
     def wait(self, timeout: float = 120.0) -> int:
         assert self.process is not None
@@ -149,7 +159,9 @@ def wait_until(condition: Callable[[], Any], timeout: float = 120.0, interval: f
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def wait_for_status(client: httpx.Client, photo_id: str, statuses: set[str], timeout: float = 180.0) -> dict[str, Any]:
+def wait_for_status(
+    client: httpx.Client, photo_id: str, statuses: set[str], timeout: float = 180.0
+) -> dict[str, Any]:
     def current() -> dict[str, Any] | None:
         body: dict[str, Any] = client.get(f"/photos/{photo_id}").json()
         return body if body["status"] in statuses else None

@@ -24,9 +24,7 @@ def test_uploaded_photo_ends_ready_with_a_unit_vector_in_postgres(settings, api,
     worker.wait_for_log("selfcheck.passed")
 
     # when a photo is uploaded over HTTP
-    response = api.post(
-        "/photos", files={"file": ("me.jpg", encode(make_photo(1)), "image/jpeg")}
-    )
+    response = api.post("/photos", files={"file": ("me.jpg", encode(make_photo(1)), "image/jpeg")})
 
     # then it is accepted as PENDING and ends READY with a quality score
     assert response.status_code == 202, response.text
@@ -56,15 +54,17 @@ def test_uploaded_photo_ends_ready_with_a_unit_vector_in_postgres(settings, api,
     assert np.allclose(served["vector"], vector, atol=1e-6)
 
 
-def test_photo_that_passes_the_api_but_cannot_be_decoded_ends_failed(
-    settings, api, start_service
-):
+def test_photo_that_passes_the_api_but_cannot_be_decoded_ends_failed(settings, api, start_service):
     # given a photo accepted by the API whose stored file is damaged before the worker sees it
-    response = api.post("/photos", files={"file": ("a.png", encode(make_photo(2), "PNG"), "image/png")})
+    response = api.post(
+        "/photos", files={"file": ("a.png", encode(make_photo(2), "PNG"), "image/png")}
+    )
     assert response.status_code == 202
     photo_id = response.json()["id"]
     with psycopg.connect(_libpq(settings)) as conn:
-        (key,) = conn.execute("SELECT storage_key FROM photos WHERE id = %s", (photo_id,)).fetchone()
+        (key,) = conn.execute(
+            "SELECT storage_key FROM photos WHERE id = %s", (photo_id,)
+        ).fetchone()
     PhotoStorage(settings.storage_dir).path_for(key).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
 
     # when the worker processes it
@@ -83,7 +83,9 @@ def test_photo_whose_file_vanished_ends_failed_with_the_reason(settings, api, st
     response = api.post("/photos", files={"file": ("b.jpg", encode(make_photo(3)), "image/jpeg")})
     photo_id = response.json()["id"]
     with psycopg.connect(_libpq(settings)) as conn:
-        (key,) = conn.execute("SELECT storage_key FROM photos WHERE id = %s", (photo_id,)).fetchone()
+        (key,) = conn.execute(
+            "SELECT storage_key FROM photos WHERE id = %s", (photo_id,)
+        ).fetchone()
     PhotoStorage(settings.storage_dir).path_for(key).unlink()
 
     worker = start_service("worker", settings)

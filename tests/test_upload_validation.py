@@ -75,7 +75,10 @@ def test_requests_without_a_valid_key_get_401(api):
     base = str(api.base_url)
     assert httpx.post(f"{base}/photos", files={"file": ("a.jpg", JPEG)}).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
-    assert httpx.get(f"{base}/photos/00000000-0000-0000-0000-000000000000", headers=wrong).status_code == 401
+    assert (
+        httpx.get(f"{base}/photos/00000000-0000-0000-0000-000000000000", headers=wrong).status_code
+        == 401
+    )
     assert httpx.get(f"{base}/healthz").status_code == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True

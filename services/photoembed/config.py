@@ -62,6 +62,11 @@ class Settings(BaseSettings):
                 f"(ENV={self.env}); set API_KEYS=key1,key2 or ENV=dev for a local run"
             )
 
+    @field_validator("selfcheck_reference_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
     @property
     def quick_gelu_override(self) -> bool | None:
         """`None` means: follow the pretrained tag's (or weights file's) metadata."""

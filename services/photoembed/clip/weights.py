@@ -184,6 +184,11 @@ def missing_weights_message(model_name: str, tag: str, cache_dir: Path, reason: 
     )
 
 
+def tag_trained_with_quick_gelu(model_name: str, tag: str) -> bool:
+    """What OpenCLIP's pretrained metadata says the tag was trained with (any tag, not only openai)."""
+    return bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
+
+
 def plan_model(
     model_name: str, pretrained: str, cache_dir: Path, quick_gelu_override: bool | None
 ) -> ModelPlan:
@@ -232,7 +237,7 @@ def plan_model(
             f"{pretrained!r} is neither a pretrained tag of {model_name} nor an existing file "
             f"(CLIP_PRETRAINED). Tags for {model_name}: {tags}"
         )
-    tag_quick_gelu = bool(cfg.get("quick_gelu", False))
+    tag_quick_gelu = tag_trained_with_quick_gelu(model_name, pretrained)
     if quick_gelu_override is not None:
         quick_gelu, activation_source = quick_gelu_override, "CLIP_QUICK_GELU"
     else:

@@ -1,0 +1,154 @@
+"""QuickGELU-correct, offline-safe loading through the real OpenCLIP code on a seeded cache."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from photoembed.clip.embedder import ClipEmbedder, select_device
+from photoembed.clip.errors import ActivationUnknownError, ModelLoadError, WeightsCorruptError
+from photoembed.clip.files import export_weights
+from photoembed.clip.weights import plan_model, read_sidecar, tag_trained_with_quick_gelu
+from photoembed.config import Settings
+from tests import reference_vit
+from tests.helpers import make_photo
+
+pytestmark = pytest.mark.slow
+
+
+def _batch(embedder: ClipEmbedder) -> torch.Tensor:
+    return torch.stack([embedder.preprocess(make_photo(seed)) for seed in (11, 12, 13)])
+
+
+def _activation_of(embedder: ClipEmbedder) -> str:
+    return type(embedder.load().model.visual.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def test_every_tag_trained_with_quick_gelu_gets_it_not_only_openai():
+    tags = open_clip.list_pretrained()
+    quick = [(m, t) for m, t in tags if open_clip.get_pretrained_cfg(m, t).get("quick_gelu")]
+    assert len({t for _, t in quick}) > 1  # e.g. openai, yfcc15m, cc12m, laion400m_e31 ...
+    for model_name, tag in tags:
+        expected = bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
+        assert tag_trained_with_quick_gelu(model_name, tag) is expected
+
+
+def test_default_load_is_quick_gelu_and_silent(model_settings):
+    embedder = ClipEmbedder(model_settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = embedder.load()
+    assert [str(w.message) for w in caught] == []
+    assert loaded.plan.source == "cache"
+    assert loaded.plan.quick_gelu is True
+    assert _activation_of(embedder) == "QuickGELU"
+
+
+def test_embeddings_match_an_independent_quick_gelu_forward_pass_and_not_a_gelu_one(
+    model_settings, weights_file
+):
+    embedder = ClipEmbedder(model_settings)
+    batch = _batch(embedder)
+    service = torch.from_numpy(embedder.embed_tensors(batch)).double()
+    state = torch.load(weights_file, weights_only=True)
+
+    with_quick_gelu = reference_vit.encode_image(state, batch, reference_vit.quick_gelu)
+    with_gelu = reference_vit.encode_image(state, batch, reference_vit.gelu)
+
+    agree = (service - with_quick_gelu).abs().max().item()
+    disagree = (service - with_gelu).abs().max().item()
+    print(f"max abs diff: vs QuickGELU reference {agree:.2e}, vs GELU reference {disagree:.2e}")
+    assert agree < 1e-5
+    assert disagree > 1e-4
+
+
+def test_quick_gelu_false_on_the_openai_tag_warns_like_open_clip_itself(
+    model_settings, model_cache
+):
+    # given the library's own check on the tag (it runs when OpenCLIP resolves the tag itself)
+    with warnings.catch_warnings(record=True) as library:
+        warnings.simplefilter("always")
+        open_clip.create_model_and_transforms(
+            "ViT-B-32", pretrained="openai", cache_dir=str(model_cache)
+        )
+    # when we load the same tag from the cache with CLIP_QUICK_GELU=false
+    embedder = ClipEmbedder(model_settings.model_copy(update={"clip_quick_gelu": "false"}))
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        embedder.load()
+    # then we emit the very warning OpenCLIP emits, and the model really is GELU
+    expected = "QuickGELU mismatch between final model config (quick_gelu=False) and pretrained tag 'openai' (quick_gelu=True)."
+    assert [str(w.message) for w in library] == [expected]
+    assert [str(w.message) for w in ours] == [expected]
+    assert _activation_of(embedder) == "GELU"
+
+
+def test_save_and_reload_through_a_weights_file_keeps_quick_gelu_and_the_embeddings(
+    model_settings, tmp_path
+):
+    original = ClipEmbedder(model_settings)
+    exported = tmp_path / "exported" / "vit-b-32.bin"
+    meta = export_weights(original.load(), exported)
+    assert meta.quick_gelu is True and read_sidecar(exported) == meta
+
+    reloaded = ClipEmbedder(model_settings.model_copy(update={"clip_pretrained": str(exported)}))
+    assert reloaded.load().plan.source == "file"
+    assert _activation_of(reloaded) == "QuickGELU"
+    batch = _batch(original)
+    assert np.array_equal(original.embed_tensors(batch), reloaded.embed_tensors(batch))
+    assert reloaded.load().weights_sha256 == meta.sha256
+
+
+def test_a_weights_file_without_metadata_needs_clip_quick_gelu(
+    model_settings, weights_file, tmp_path
+):
+    bare = tmp_path / "bare.bin"
+    shutil.copyfile(weights_file, bare)
+
+    with pytest.raises(ActivationUnknownError, match="CLIP_QUICK_GELU=true") as refused:
+        plan_model("ViT-B-32", str(bare), model_settings.clip_cache_dir, None)
+    assert str(bare) in str(refused.value)
+
+    plan = plan_model("ViT-B-32", str(bare), model_settings.clip_cache_dir, True)
+    assert plan.quick_gelu is True and plan.activation_source == "CLIP_QUICK_GELU"
+
+
+def test_a_truncated_weights_file_is_reported_with_the_expected_checksum(
+    model_settings, weights_file, tmp_path
+):
+    meta = read_sidecar(weights_file)
+    assert meta is not None
+    partial = tmp_path / "partial.bin"
+    with weights_file.open("rb") as source, partial.open("wb") as target:
+        target.write(source.read(50_000_000))
+    shutil.copyfile(
+        weights_file.with_name(weights_file.name + ".meta.json"), tmp_path / "partial.bin.meta.json"
+    )
+
+    embedder = ClipEmbedder(model_settings.model_copy(update={"clip_pretrained": str(partial)}))
+    with pytest.raises(WeightsCorruptError) as corrupt:
+        embedder.load()
+    message = str(corrupt.value)
+    assert "corrupt or partial" in message and meta.sha256 in message and str(partial) in message
+    assert partial.exists()  # reported, never deleted
+
+
+def test_device_selection_says_why():
+    assert select_device("cpu") == ("cpu", "CLIP_DEVICE=cpu")
+    device, reason = select_device("auto")
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu") and reason.startswith("auto:")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA device"):
+            select_device("cuda")
+
+
+def test_plan_never_loads_and_names_source_and_activation(model_settings: Settings):
+    plan = plan_model("ViT-B-32", "openai", model_settings.clip_cache_dir, None)
+    info = plan.describe()
+    assert info["source"] == "cache" and info["activation"] == "quickgelu"
+    assert info["expected_sha256"] and info["weights_path"].endswith("open_clip_pytorch_model.bin")
