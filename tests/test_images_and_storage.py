@@ -38,7 +38,10 @@ def test_exif_orientation_is_applied(tmp_path):
     [
         pytest.param(make_photo(2).convert("CMYK"), id="cmyk"),
         pytest.param(make_photo(3).convert("P"), id="palette"),
-        pytest.param(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)), id="16-bit"),
+        pytest.param(
+            Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)),
+            id="16-bit",
+        ),
     ],
 )
 def test_unusual_modes_decode_to_rgb(tmp_path, image):
@@ -61,7 +64,7 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
     path = tmp_path / "anim.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:])
     rgb, _ = load_rgb(path, **LIMITS)
-    red, green, blue = rgb.getpixel((10, 10))
+    red, _green, blue = rgb.getpixel((10, 10))
     assert red > 200 and blue < 50
 
 

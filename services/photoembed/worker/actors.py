@@ -9,21 +9,24 @@ from __future__ import annotations
 import uuid
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from photoembed.clip.embedder import get_embedder
 from photoembed.config import get_settings
 from photoembed.logging import configure_logging
 from photoembed.queue import EMBED_PHOTO, build_broker
 from photoembed.storage import PhotoStorage
-from photoembed.worker.middleware import MessageContext, ModelSelfCheck
+from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
 from photoembed.worker.pipeline import TRANSIENT_ERRORS, process_photo
 
 settings = get_settings()
 configure_logging(settings.log_format, settings.log_level)
 
 broker = build_broker(settings)
+broker.add_middleware(CurrentMessage())
 broker.add_middleware(MessageContext())
 broker.add_middleware(ModelSelfCheck(settings))
+broker.add_middleware(Sweep(settings))
 dramatiq.set_broker(broker)
 
 
@@ -40,6 +43,12 @@ def _retry_transient(retries: int, exception: BaseException) -> bool:
     time_limit=10 * 60_000,
 )
 def embed_photo(photo_id: str) -> None:
+    message = CurrentMessage.get_current_message()
+    assert message is not None
     process_photo(
-        uuid.UUID(photo_id), settings, get_embedder(settings), PhotoStorage(settings.storage_dir)
+        uuid.UUID(photo_id),
+        message.message_id,
+        settings,
+        get_embedder(settings),
+        PhotoStorage(settings.storage_dir),
     )

@@ -13,6 +13,7 @@ from photoembed.clip.embedder import get_embedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger
+from photoembed.worker.sweeper import SweeperThread
 
 log = get_logger(__name__)
 
@@ -41,6 +42,25 @@ class ModelSelfCheck(dramatiq.Middleware):
                 f"model self-check failed with {len(result.findings)} finding(s); not starting"
             )
         log.info("selfcheck.passed", model=result.identity)
+
+
+class Sweep(dramatiq.Middleware):
+    """Runs the sweeper thread in each worker process (a Redis lock keeps it to one sweep per
+    interval cluster-wide). Hooks: `after_worker_boot` starts it once the self-check has passed;
+    `before_worker_shutdown` stops it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.thread: SweeperThread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.settings.sweep_interval_seconds > 0:
+            self.thread = SweeperThread(self.settings, broker)  # type: ignore[arg-type]
+            self.thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.thread is not None:
+            self.thread.stop()
 
 
 class MessageContext(dramatiq.Middleware):

@@ -44,22 +44,29 @@ class ClaimedPhoto:
     attempts: int
 
 
-def claim_photo(session: Session, photo_id: uuid.UUID, lease_seconds: int) -> ClaimedPhoto | None:
-    """Take the photo for this worker if it is PENDING, or PROCESSING with an expired lease."""
+def claim_photo(
+    session: Session, photo_id: uuid.UUID, message_id: str, lease_seconds: int
+) -> ClaimedPhoto | None:
+    """Take the photo if it is PENDING, or PROCESSING under an expired lease, or PROCESSING under
+    this same message (a redelivery after the worker died, or a retry whose release failed).
+
+    Every claim counts as an attempt, so a photo that kills its worker each time runs out of them.
+    """
     row = session.execute(
         text(
             """
             UPDATE photos
                SET status = 'PROCESSING', attempts = attempts + 1, claimed_at = now(),
-                   updated_at = now()
+                   claimed_by = :message_id, updated_at = now()
              WHERE id = :id
                AND (status = 'PENDING'
                     OR (status = 'PROCESSING'
-                        AND claimed_at < now() - make_interval(secs => :lease)))
+                        AND (claimed_by = :message_id
+                             OR claimed_at < now() - make_interval(secs => :lease))))
          RETURNING storage_key, attempts
             """
         ),
-        {"id": photo_id, "lease": lease_seconds},
+        {"id": photo_id, "message_id": message_id, "lease": lease_seconds},
     ).one_or_none()
     if row is None:
         return None
@@ -81,12 +88,16 @@ def mark_failed(database_url: str, photo_id: uuid.UUID, error: str) -> None:
 
 
 def release_claim(database_url: str, photo_id: uuid.UUID) -> None:
-    """Hand a photo back (PENDING) after a transient error, so that the retry can claim it."""
+    """Hand a photo back (PENDING) after a transient error, so that the retry can claim it. The
+    attempt is given back too: an outage is not the photo's fault."""
     with session_scope(database_url) as session:
         session.execute(
             text(
-                "UPDATE photos SET status = 'PENDING', claimed_at = NULL, updated_at = now() "
-                "WHERE id = :id AND status = 'PROCESSING'"
+                """
+                UPDATE photos SET status = 'PENDING', claimed_at = NULL, claimed_by = NULL,
+                                  attempts = greatest(attempts - 1, 0), updated_at = now()
+                 WHERE id = :id AND status = 'PROCESSING'
+                """
             ),
             {"id": photo_id},
         )
@@ -138,12 +149,16 @@ def store_embedding(
 
 
 def process_photo(
-    photo_id: uuid.UUID, settings: Settings, embedder: ClipEmbedder, storage: PhotoStorage
+    photo_id: uuid.UUID,
+    message_id: str,
+    settings: Settings,
+    embedder: ClipEmbedder,
+    storage: PhotoStorage,
 ) -> str:
     """Run one photo through the pipeline and return its outcome (a PhotoStatus or 'skipped')."""
     started = time.perf_counter()
     with session_scope(settings.database_url) as session:
-        claimed = claim_photo(session, photo_id, settings.claim_lease_seconds)
+        claimed = claim_photo(session, photo_id, message_id, settings.claim_lease_seconds)
     if claimed is None:
         log.info("photo.skipped", reason="not PENDING, or claimed by another worker")
         return "skipped"

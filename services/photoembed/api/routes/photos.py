@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from photoembed.api.deps import (
@@ -18,10 +19,10 @@ from photoembed.api.deps import (
     require_api_key,
 )
 from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut
-from photoembed.images import ImageError, inspect_image
+from photoembed.images import ImageError, ImageLimitError, inspect_image
 from photoembed.logging import get_logger
-from photoembed.models import Embedding, Person, Photo, PhotoStatus
-from photoembed.queue import enqueue_embed_photo
+from photoembed.models import Embedding, Person, Photo, PhotoStatus, utcnow
+from photoembed.queue import embed_photo_message
 from photoembed.storage import TooLargeError
 
 log = get_logger(__name__)
@@ -90,7 +91,7 @@ async def upload_photo(
         storage.discard(staged)
         code = (
             status.HTTP_422_UNPROCESSABLE_CONTENT
-            if "pixels" in str(exc)
+            if isinstance(exc, ImageLimitError)
             else status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
         )
         raise HTTPException(code, detail=str(exc)) from None
@@ -99,7 +100,10 @@ async def upload_photo(
         raise
 
     key = storage.commit(staged)
+    photo_id = uuid.uuid4()
+    message = embed_photo_message(settings, photo_id)
     photo = Photo(
+        id=photo_id,
         person_id=person_id,
         status=PhotoStatus.PENDING,
         storage_key=key,
@@ -108,14 +112,20 @@ async def upload_photo(
         size_bytes=staged.size,
         width=info.width,
         height=info.height,
+        message_id=message.message_id,
+        enqueued_at=utcnow(),
     )
     session.add(photo)
     session.commit()
-    message_id = await run_in_threadpool(enqueue_embed_photo, broker, settings, photo.id)
+    try:
+        await run_in_threadpool(broker.enqueue, message)
+    except RedisError as exc:
+        # The row is committed; the sweeper sends the message once Redis answers again.
+        log.warning("photo.enqueue_deferred", photo_id=str(photo.id), error=str(exc))
     log.info(
         "photo.uploaded",
         photo_id=str(photo.id),
-        message_id=message_id,
+        message_id=message.message_id,
         size_bytes=staged.size,
         width=info.width,
         height=info.height,
