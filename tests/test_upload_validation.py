@@ -82,3 +82,10 @@ def test_requests_without_a_valid_key_get_401(api):
     assert httpx.get(f"{base}/healthz").status_code == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_api_outside_dev_refuses_to_start_without_real_keys(settings, start_service):
+    for keys in ("", "change-me"):
+        service = start_service("api", settings, API_KEYS=keys)
+        assert service.wait(timeout=60) != 0
+        assert "API_KEYS must hold at least one real key" in service.log
