@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def worker_command(settings: Settings) -> list[str]:
 def run_worker(settings: Settings) -> None:
     if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
         os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
+    # Every worker process writes its metrics here; Dramatiq's exposition server reads them all.
+    # Set before any process imports prometheus_client, emptied so no stale values survive.
+    metrics_dir = settings.worker_metrics_dir
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ.update(
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        dramatiq_prom_db=str(metrics_dir),
+        dramatiq_prom_host=settings.metrics_host,
+        dramatiq_prom_port=str(settings.metrics_port),
+    )
     command = worker_command(settings)
     os.execv(command[0], command)
 
@@ -94,6 +106,16 @@ def run_sweep(settings: Settings) -> int:
     result = sweep_once(settings, build_broker(settings))
     log.info("sweeper.done", pending=result.resent_pending, expired_lease=result.resent_expired)
     return 0
+
+
+def run_logcheck(path: Path) -> int:
+    from photoembed.logcheck import check_file
+
+    problems = check_file(path)
+    for problem in problems:
+        print(f"{path}:{problem.line_number}: {problem.line[:500]}")
+    print(f"logcheck: {len(problems)} model-loading warning(s) or error(s) in {path}")
+    return 1 if problems else 0
 
 
 def model_info(settings: Settings) -> int:
@@ -244,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the HTTP API")
     sub.add_parser("worker", help="run the Dramatiq worker (self-check first)")
     sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
+    logcheck = sub.add_parser("logcheck", help="exit 1 if a log shows model-loading warnings")
+    logcheck.add_argument("file", type=Path)
     sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
@@ -259,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "logcheck":
+        return run_logcheck(args.file)
     if args.command == "dev":
         configure_logging(os.environ.get("LOG_FORMAT", "auto"), "INFO")  # type: ignore[arg-type]
         return run_dev(args.home)

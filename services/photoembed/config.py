@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     redis_heartbeat_timeout_ms: int = 60_000
     redis_maintenance_chance: int = 10_000
     decode_draft_side: int = 448
+    embed_batch_size: int = 16
+    embed_batch_wait_ms: int = 20
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9191
+    metrics_dir: Path | None = None
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
@@ -66,7 +73,7 @@ class Settings(BaseSettings):
                 f"(ENV={self.env}); set API_KEYS=key1,key2 or ENV=dev for a local run"
             )
 
-    @field_validator("selfcheck_reference_dir", mode="before")
+    @field_validator("selfcheck_reference_dir", "metrics_dir", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         return None if value == "" else value
@@ -75,6 +82,13 @@ class Settings(BaseSettings):
     def quick_gelu_override(self) -> bool | None:
         """`None` means: follow the pretrained tag's (or weights file's) metadata."""
         return {"auto": None, "true": True, "false": False}[self.clip_quick_gelu]
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        return (
+            self.metrics_dir
+            or Path(tempfile.gettempdir()) / f"photoembed-metrics-{self.metrics_port}"
+        )
 
     @property
     def reference_dir(self) -> Path:

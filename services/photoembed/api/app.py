@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from photoembed.api.limits import BodySizeLimit
-from photoembed.api.routes import health, photos
+from photoembed.api.routes import health, metrics, photos
 from photoembed.config import Settings
+from photoembed.metrics import REQUEST_SECONDS
 from photoembed.queue import build_broker
 from photoembed.storage import PhotoStorage
+
+RequestHandler = Callable[[Request], Awaitable[Response]]
 
 # Room for the multipart envelope around the file and the small form fields.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -35,6 +39,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.broker = build_broker(settings)
     app.state.storage = PhotoStorage(settings.storage_dir)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+
+    @app.middleware("http")
+    async def observe_latency(request: Request, call_next: RequestHandler) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        REQUEST_SECONDS.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
     app.include_router(health.router)
     app.include_router(photos.router)
+    app.include_router(metrics.router)
     return app

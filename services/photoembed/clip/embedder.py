@@ -15,6 +15,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from photoembed.clip.batching import MicroBatcher
 from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
 from photoembed.clip.weights import (
     ModelPlan,
@@ -24,6 +25,7 @@ from photoembed.clip.weights import (
 )
 from photoembed.config import Settings
 from photoembed.logging import get_logger
+from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_LOAD_SECONDS
 
 log = get_logger(__name__)
 
@@ -182,6 +184,11 @@ def _unreadable(plan: ModelPlan, exc: BaseException) -> ModelLoadError:
     )
 
 
+def _observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    INFERENCE_SECONDS.observe(seconds)
+
+
 class ClipEmbedder:
     """Turns images into L2-normalised embeddings. Cheap to create; loads on first use."""
 
@@ -189,6 +196,12 @@ class ClipEmbedder:
         self._settings = settings
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
+        self._batcher = MicroBatcher(
+            self.embed_tensors,
+            max_batch=settings.embed_batch_size,
+            max_wait=settings.embed_batch_wait_ms / 1000,
+            on_batch=_observe_batch,
+        )
 
     @property
     def is_loaded(self) -> bool:
@@ -199,6 +212,7 @@ class ClipEmbedder:
             if self._loaded is None:
                 torch.set_num_threads(torch_threads_for(self._settings))
                 self._loaded = load_model(self._settings)
+                MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
             return self._loaded
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -214,6 +228,11 @@ class ClipEmbedder:
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = torch.stack([self.preprocess(image) for image in images])
         return self.embed_tensors(batch)
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        """One image, preprocessed in the calling thread, embedded in a batch with whatever other
+        threads of this process submit meanwhile."""
+        return self._batcher.submit(self.preprocess(image))
 
 
 _embedder: ClipEmbedder | None = None

@@ -6,14 +6,17 @@ here, so the model is loaded in each worker process (by the self-check), never b
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.prometheus import Prometheus
 
 from photoembed.clip.embedder import get_embedder
 from photoembed.config import get_settings
 from photoembed.logging import configure_logging
+from photoembed.metrics import QUEUE_LAG_SECONDS
 from photoembed.queue import EMBED_PHOTO, build_broker
 from photoembed.storage import PhotoStorage
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
@@ -23,6 +26,7 @@ settings = get_settings()
 configure_logging(settings.log_format, settings.log_level)
 
 broker = build_broker(settings)
+broker.add_middleware(Prometheus())
 broker.add_middleware(CurrentMessage())
 broker.add_middleware(MessageContext())
 broker.add_middleware(ModelSelfCheck(settings))
@@ -45,6 +49,7 @@ def _retry_transient(retries: int, exception: BaseException) -> bool:
 def embed_photo(photo_id: str) -> None:
     message = CurrentMessage.get_current_message()
     assert message is not None
+    QUEUE_LAG_SECONDS.observe(max(0.0, time.time() - message.message_timestamp / 1000))
     process_photo(
         uuid.UUID(photo_id),
         message.message_id,

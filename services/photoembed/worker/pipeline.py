@@ -21,6 +21,12 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError, load_rgb
 from photoembed.logging import get_logger
+from photoembed.metrics import (
+    DECODE_SECONDS,
+    PHOTO_FAILURES,
+    PHOTOS_EMBEDDED,
+    STATUS_TRANSITIONS,
+)
 from photoembed.models import PhotoStatus
 from photoembed.quality import quality_score
 from photoembed.storage import PhotoStorage
@@ -73,7 +79,9 @@ def claim_photo(
     return ClaimedPhoto(id=photo_id, storage_key=row.storage_key, attempts=row.attempts)
 
 
-def mark_failed(database_url: str, photo_id: uuid.UUID, error: str) -> None:
+def mark_failed(database_url: str, photo_id: uuid.UUID, error: str, reason: str) -> None:
+    PHOTO_FAILURES.labels(reason).inc()
+    STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
     with session_scope(database_url) as session:
         session.execute(
             text(
@@ -167,11 +175,13 @@ def process_photo(
             f"gave up after {claimed.attempts - 1} attempts that did not finish "
             f"(the worker died or timed out each time)"
         )
-        mark_failed(settings.database_url, photo_id, error)
+        mark_failed(settings.database_url, photo_id, error, "attempts_exhausted")
         log.error("photo.failed", reason="attempts_exhausted", error=error)
         return PhotoStatus.FAILED
 
+    STATUS_TRANSITIONS.labels(PhotoStatus.PROCESSING).inc()
     try:
+        decode_started = time.perf_counter()
         path = storage.read_path(claimed.storage_key)
         image, info = load_rgb(
             path,
@@ -180,11 +190,12 @@ def process_photo(
             draft_side=settings.decode_draft_side,
         )
         quality = quality_score(image, (info.width, info.height))
-        vector = embedder.embed_images([image])[0]
+        DECODE_SECONDS.observe(time.perf_counter() - decode_started)
+        vector = embedder.embed_image(image)
         with session_scope(settings.database_url) as session:
             stored = store_embedding(session, photo_id, vector.tolist(), quality, embedder)
     except (ImageError, FileNotFoundError) as exc:
-        mark_failed(settings.database_url, photo_id, str(exc))
+        mark_failed(settings.database_url, photo_id, str(exc), "bad_input")
         log.warning("photo.failed", reason="bad_input", error=str(exc))
         return PhotoStatus.FAILED
     except TRANSIENT_ERRORS as exc:
@@ -195,18 +206,20 @@ def process_photo(
         raise
     except DBAPIError as exc:
         error = f"could not store the embedding: {type(exc).__name__}: {exc.orig}"
-        mark_failed(settings.database_url, photo_id, error)
+        mark_failed(settings.database_url, photo_id, error, "database_rejected")
         log.error("photo.failed", reason="database_rejected", error=error)
         return PhotoStatus.FAILED
     except Exception as exc:
         error = f"embedding failed: {type(exc).__name__}: {exc}"
-        mark_failed(settings.database_url, photo_id, error)
+        mark_failed(settings.database_url, photo_id, error, "embedding_error")
         log.exception("photo.failed", reason="embedding_error", error=error)
         return PhotoStatus.FAILED
 
     if not stored:
         log.info("photo.skipped", reason="finished by another worker meanwhile")
         return "skipped"
+    PHOTOS_EMBEDDED.inc()
+    STATUS_TRANSITIONS.labels(PhotoStatus.READY).inc()
     log.info(
         "photo.embedded",
         model=embedder.load().identity,

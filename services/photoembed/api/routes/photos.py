@@ -21,6 +21,7 @@ from photoembed.api.deps import (
 from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut
 from photoembed.images import ImageError, ImageLimitError, inspect_image
 from photoembed.logging import get_logger
+from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
 from photoembed.models import Embedding, Person, Photo, PhotoStatus, utcnow
 from photoembed.queue import embed_photo_message
 from photoembed.storage import TooLargeError
@@ -73,13 +74,16 @@ async def upload_photo(
 ) -> PhotoOut:
     """Store the photo, record it as PENDING, then queue it for embedding (after the commit)."""
     if person_id is not None and session.get(Person, person_id) is None:
+        UPLOADS.labels("unknown_person").inc()
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
     try:
         staged = await storage.stage(_chunks(file), settings.max_upload_bytes)
     except TooLargeError as exc:
+        UPLOADS.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
     try:
         if staged.size == 0:
+            UPLOADS.labels("empty").inc()
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="the file is empty")
         info = await run_in_threadpool(
             inspect_image,
@@ -89,9 +93,11 @@ async def upload_photo(
         )
     except ImageError as exc:
         storage.discard(staged)
+        outside_limits = isinstance(exc, ImageLimitError)
+        UPLOADS.labels("outside_limits" if outside_limits else "not_an_image").inc()
         code = (
             status.HTTP_422_UNPROCESSABLE_CONTENT
-            if isinstance(exc, ImageLimitError)
+            if outside_limits
             else status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
         )
         raise HTTPException(code, detail=str(exc)) from None
@@ -117,6 +123,8 @@ async def upload_photo(
     )
     session.add(photo)
     session.commit()
+    UPLOADS.labels("accepted").inc()
+    STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
     try:
         await run_in_threadpool(broker.enqueue, message)
     except RedisError as exc:

@@ -1,0 +1,309 @@
+"""`make bench`: the model's ceiling, the naive worker and the service, measured in one run.
+
+Everything runs here, on the real stack: embedded Postgres, Redis, `photoembed api` and
+`photoembed worker` processes, ViT-B-32 loaded through OpenCLIP from a seeded offline cache (random
+weights: the architecture and its cost are real, the vectors mean nothing). Prints a table and
+writes bench/results.json. Ratios are what to compare across machines; absolute numbers are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import httpx
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import (  # noqa: E402
+    ServiceProcess,
+    encode,
+    make_photo,
+    random_weights,
+    seed_hf_cache,
+    settings_env,
+)
+
+from photoembed.cli import migrate  # noqa: E402
+from photoembed.clip.embedder import ClipEmbedder  # noqa: E402
+from photoembed.config import Settings  # noqa: E402
+from photoembed.devstack import LocalPostgres, LocalRedis, free_port  # noqa: E402
+from photoembed.images import load_rgb  # noqa: E402
+
+API_KEY = "bench-key"
+# A mix of what phones and cameras upload: (width, height, format, count per 12 photos).
+MIX = [
+    (4000, 3000, "JPEG", 3),
+    (3000, 2000, "JPEG", 3),
+    (1600, 1200, "JPEG", 3),
+    (1024, 768, "PNG", 3),
+]
+
+
+def photo_set(folder: Path, count: int) -> list[Path]:
+    """Generated once and kept in .cache/bench-photos (a 12 MP photo takes ~1 s to make)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = [(w, h, fmt) for w, h, fmt, n in MIX for _ in range(n)]
+    paths = []
+    for i in range(count):
+        width, height, fmt = kinds[i % len(kinds)]
+        path = folder / f"{i:03d}-{width}x{height}.{fmt.lower()}"
+        if not path.exists():
+            options = {"quality": 90} if fmt == "JPEG" else {"compress_level": 1}
+            path.write_bytes(encode(make_photo(1000 + i, (width, height)), fmt, **options))
+        paths.append(path)
+    return paths
+
+
+def measure_ceiling(
+    embedder: ClipEmbedder, batch_sizes: list[int]
+) -> tuple[float, dict[int, float]]:
+    rates = {}
+    for size in batch_sizes:
+        batch = torch.randn(size, 3, 224, 224)
+        embedder.embed_tensors(batch)  # warm-up
+        runs = max(2, 48 // size)
+        started = time.perf_counter()
+        for _ in range(runs):
+            embedder.embed_tensors(batch)
+        rates[size] = size * runs / (time.perf_counter() - started)
+    return max(rates.values()), rates
+
+
+def measure_naive(embedder: ClipEmbedder, photos: list[Path]) -> float:
+    """The first version of such a worker: full decode, preprocess, batch of one, one at a time."""
+    started = time.perf_counter()
+    for path in photos:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        embedder.embed_tensors(embedder.preprocess(rgb).unsqueeze(0))
+    return len(photos) / (time.perf_counter() - started)
+
+
+def preprocessing_parity(embedder: ClipEmbedder, photos: list[Path]) -> dict[str, float]:
+    """Draft decode (as the service does) against a full decode, both through OpenCLIP's
+    preprocessing: how far apart are the embeddings?"""
+    worst_abs, worst_cos = 0.0, 1.0
+    for path in photos:
+        with Image.open(path) as image:
+            full = embedder.embed_images([image.convert("RGB")])[0]
+        drafted, _ = load_rgb(path, max_pixels=10**9, min_side=1, draft_side=448)
+        fast = embedder.embed_images([drafted])[0]
+        worst_abs = max(worst_abs, float(np.abs(full - fast).max()))
+        worst_cos = min(worst_cos, float(np.dot(full, fast)))
+    return {"max_abs_diff": worst_abs, "min_cosine": worst_cos}
+
+
+class PeakRss(threading.Thread):
+    """Samples the resident memory of a process and its children."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                pass
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def wait_ready(database_url: str, ids: list[str], timeout: float = 900) -> list[float]:
+    """Wait (one SQL query per poll, not an HTTP request per photo: the API shares the cores with
+    the worker being measured) and return each photo's upload-to-READY latency in ms."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg", "postgresql")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT status, error, extract(epoch FROM processed_at - created_at) * 1000 "
+                "FROM photos WHERE id = ANY(%s::uuid[])",
+                (ids,),
+            ).fetchall()
+            failed = [row for row in rows if row[0] == "FAILED"]
+            if failed:
+                raise SystemExit(f"{len(failed)} photos FAILED: {failed[0][1]}")
+            if len(rows) == len(ids) and all(row[0] == "READY" for row in rows):
+                return [float(row[2]) for row in rows]
+            time.sleep(0.1)
+    raise SystemExit(f"photos not READY after {timeout}s")
+
+
+def upload(client: httpx.Client, path: Path) -> str:
+    response = client.post("/photos", files={"file": (path.name, path.read_bytes())})
+    response.raise_for_status()
+    photo_id: str = response.json()["id"]
+    return photo_id
+
+
+def measure_service(
+    settings: Settings, photos: list[Path], workdir: Path, light: int
+) -> dict[str, Any]:
+    api = ServiceProcess(["api"], settings_env(settings), workdir / "api.log").start()
+    api.wait_for_log("Application startup complete", timeout=120)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    first = upload(client, photos[0])
+    boot_started = time.perf_counter()
+    worker = ServiceProcess(["worker"], settings_env(settings), workdir / "worker.log").start()
+    assert worker.process is not None
+    rss = PeakRss(worker.process.pid)
+    rss.start()
+    try:
+        wait_ready(settings.database_url, [first])
+        boot_to_first_ready = time.perf_counter() - boot_started
+
+        light_latencies = [
+            wait_ready(settings.database_url, [upload(client, p)])[0] for p in photos[1 : 1 + light]
+        ]
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda p: upload(client, p), photos))
+        backlog_latencies = wait_ready(settings.database_url, ids)
+        elapsed = time.perf_counter() - started
+        embedded = worker.log.count('"event": "photo.embedded"')
+    finally:
+        rss.done.set()
+        worker.stop()
+        api.stop()
+    return {
+        "service_photos_per_s": len(photos) / elapsed,
+        "latency_p50_ms": percentile(light_latencies, 50),
+        "latency_p95_ms": percentile(light_latencies, 95),
+        "backlog_latency_p50_ms": percentile(backlog_latencies, 50),
+        "backlog_latency_p95_ms": percentile(backlog_latencies, 95),
+        "worker_peak_rss_mb": rss.peak / 2**20,
+        "boot_to_first_ready_s": boot_to_first_ready,
+        "photos_embedded": embedded,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--photos", type=int, default=48)
+    parser.add_argument("--light", type=int, default=8, help="photos sent one at a time")
+    parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
+    args = parser.parse_args()
+
+    cache_root = REPO / ".cache"
+    photos = photo_set(cache_root / "bench-photos", args.photos)
+    with tempfile.TemporaryDirectory(prefix="photoembed-bench-") as tmp:
+        workdir = Path(tmp)
+        model_cache = workdir / "models"
+        weights = cache_root / "test-weights" / "vit-b-32-random.bin"
+        random_weights(weights)
+        seed_hf_cache(model_cache, weights)
+        postgres, redis_server = LocalPostgres(workdir / "pg"), LocalRedis(workdir / "redis")
+        try:
+            settings = Settings(
+                env="production",
+                database_url=postgres.start(),
+                redis_url=redis_server.start(),
+                storage_dir=workdir / "photos",
+                api_keys=[API_KEY],
+                api_port=free_port(),
+                clip_cache_dir=model_cache,
+                clip_device="cpu",
+                worker_threads=args.worker_threads,
+                torch_threads=args.torch_threads,
+                embed_batch_size=args.batch_size,
+                log_format="json",
+            )
+            migrate(settings.database_url)
+
+            embedder = ClipEmbedder(settings)
+            embedder.load()
+            ceiling, by_batch = measure_ceiling(embedder, [1, 8, 16, 32])
+            naive = measure_naive(embedder, photos[:12])
+            parity = preprocessing_parity(embedder, [p for p in photos[:12] if p.suffix == ".jpeg"])
+            del embedder
+
+            service = measure_service(settings, photos, workdir, args.light)
+        finally:
+            redis_server.stop()
+            postgres.stop()
+
+    results: dict[str, Any] = {
+        "ceiling_images_per_s": ceiling,
+        "ceiling_by_batch_size": by_batch,
+        "naive_photos_per_s": naive,
+        **service,
+        "service_vs_ceiling": service["service_photos_per_s"] / ceiling,
+        "service_vs_naive": service["service_photos_per_s"] / naive,
+        "draft_decode_parity": parity,
+        "config": {
+            "photos": len(photos),
+            "mix": [f"{w}x{h} {f}" for w, h, f, _ in MIX],
+            "worker_threads": args.worker_threads,
+            "torch_threads": args.torch_threads or os.cpu_count(),
+            "batch_size": args.batch_size,
+            "cores": os.cpu_count(),
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    rows = [
+        ("model ceiling (images/s, best batch)", f"{ceiling:.2f}"),
+        ("naive worker (photos/s)", f"{naive:.2f}"),
+        ("service end to end (photos/s)", f"{service['service_photos_per_s']:.2f}"),
+        ("service / ceiling (goal >= 0.8)", f"{results['service_vs_ceiling']:.2f}"),
+        ("service / naive (goal >= 3)", f"{results['service_vs_naive']:.2f}"),
+        (
+            "latency p50 / p95, light load (ms)",
+            f"{service['latency_p50_ms']:.0f} / {service['latency_p95_ms']:.0f}",
+        ),
+        (
+            "latency p50 / p95, backlog (ms)",
+            f"{service['backlog_latency_p50_ms']:.0f} / {service['backlog_latency_p95_ms']:.0f}",
+        ),
+        ("worker peak RSS (MB, goal < 1536)", f"{service['worker_peak_rss_mb']:.0f}"),
+        ("boot to first READY (s)", f"{service['boot_to_first_ready_s']:.1f}"),
+        (
+            "draft vs full decode: max abs / min cos",
+            f"{parity['max_abs_diff']:.2e} / {parity['min_cosine']:.6f}",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(json.dumps(results, indent=2))
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the API and the worker (names documented in the README).
+
+The API serves its own on `/metrics`. Worker processes write theirs in Prometheus multiprocess
+mode (`photoembed worker` sets PROMETHEUS_MULTIPROC_DIR before any process imports this module),
+and Dramatiq's Prometheus middleware serves them, with its own, on METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# API
+UPLOADS = Counter(
+    "photoembed_uploads_total", "Upload requests by outcome (accepted or the refusal).", ["outcome"]
+)
+REQUEST_SECONDS = Histogram(
+    "photoembed_http_request_duration_seconds",
+    "HTTP request latency.",
+    ["method", "route", "status"],
+)
+
+# Both: every status a photo moves to.
+STATUS_TRANSITIONS = Counter(
+    "photoembed_photo_status_transitions_total", "Photos moved to a status.", ["status"]
+)
+
+# Worker
+PHOTOS_EMBEDDED = Counter("photoembed_photos_embedded_total", "Photos embedded and stored.")
+PHOTO_FAILURES = Counter(
+    "photoembed_photo_failures_total", "Photos that ended FAILED, by reason.", ["reason"]
+)
+BATCH_SIZE = Histogram(
+    "photoembed_inference_batch_size",
+    "Images per forward pass.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+INFERENCE_SECONDS = Histogram(
+    "photoembed_inference_seconds",
+    "Seconds per forward pass (one batch).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+)
+DECODE_SECONDS = Histogram(
+    "photoembed_decode_seconds",
+    "Seconds to read, decode and score one photo.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
+QUEUE_LAG_SECONDS = Histogram(
+    "photoembed_queue_lag_seconds",
+    "Seconds from enqueue to the start of processing.",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "photoembed_model_load_seconds",
+    "Seconds the last model load took.",
+    multiprocess_mode="max",
+)

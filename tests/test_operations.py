@@ -1,0 +1,155 @@
+"""Operations: metrics that move, a log check that catches ML warnings, a SIGTERM that loses
+nothing, and a compose file that runs the same commands and settings as the native path."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from photoembed.cli import build_parser
+from photoembed.config import Settings
+from photoembed.devstack import free_port
+from photoembed.logcheck import find_problems
+from tests.helpers import (
+    embeddings_per_photo,
+    encode,
+    make_photo,
+    statuses,
+    wait_for_status,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    pattern = (
+        rf"^{re.escape(name)}{re.escape(labels)}\s+([0-9.e+-]+)$"
+        if labels
+        else rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.e+-]+)$"
+    )
+    values = [float(v) for v in re.findall(pattern, text, re.MULTILINE)]
+    return sum(values)
+
+
+@pytest.mark.slow
+def test_metrics_move_after_a_processed_photo(settings, api, start_service):
+    settings = settings.model_copy(update={"metrics_port": free_port()})
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed")
+    before = api.get("/metrics").text
+    assert httpx.get(f"{api.base_url}/metrics").status_code == 401
+
+    photo_id = api.post("/photos", files={"file": ("m.jpg", encode(make_photo(31)))}).json()["id"]
+    assert wait_for_status(api, photo_id, {"READY", "FAILED"})["status"] == "READY"
+
+    after = api.get("/metrics").text
+    accepted = 'photoembed_uploads_total{outcome="accepted"}'
+    assert _metric(after, accepted) == _metric(before, accepted) + 1
+    assert _metric(after, "photoembed_http_request_duration_seconds_count") > 0
+
+    scrape = lambda: httpx.get(f"http://127.0.0.1:{settings.metrics_port}/").text  # noqa: E731
+    worker_metrics = wait_until(
+        lambda: "photoembed_photos_embedded_total 1.0" in (t := scrape()) and t, timeout=30
+    )
+    assert _metric(worker_metrics, "photoembed_inference_batch_size_count") >= 1
+    assert _metric(worker_metrics, "photoembed_decode_seconds_count") == 1
+    assert _metric(worker_metrics, "photoembed_model_load_seconds") > 0
+    assert _metric(worker_metrics, 'photoembed_photo_status_transitions_total{status="READY"}') == 1
+    assert _metric(worker_metrics, "dramatiq_messages_total") >= 1
+
+
+@pytest.mark.slow
+def test_logcheck_fails_on_a_worker_log_with_the_quickgelu_warning_and_passes_a_clean_one(
+    settings, start_service
+):
+    wrong = start_service("worker", settings, CLIP_QUICK_GELU="false")
+    assert wrong.wait(timeout=180) != 0
+    clean = start_service("worker", settings)
+    clean.wait_for_log("selfcheck.passed")
+    clean.stop()
+
+    flagged = start_service("logcheck", settings, str(wrong.log_path))
+    assert flagged.wait() == 1
+    assert "QuickGELU mismatch" in flagged.log
+    passed = start_service("logcheck", settings, str(clean.log_path))
+    assert passed.wait() == 0, passed.log
+
+
+def test_logcheck_reads_raw_warnings_and_ignores_unrelated_records():
+    lines = [
+        '{"event": "photo.embedded", "level": "info", "logger": "photoembed.worker.pipeline"}',
+        '{"event": "photo.failed", "level": "warning", "logger": "photoembed.worker.pipeline"}',
+        "/usr/lib/python3/site-packages/open_clip/factory.py:450: UserWarning: QuickGELU mismatch",
+        '{"event": "No pretrained weights loaded", "level": "warning", "logger": "root"}',
+    ]
+    assert [p.line_number for p in find_problems(lines)] == [3, 4]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_run_loses_nothing(settings, api, start_service):
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed")
+    ids = [
+        api.post("/photos", files={"file": (f"{s}.jpg", encode(make_photo(s, (900, 700))))}).json()[
+            "id"
+        ]
+        for s in range(500, 520)
+    ]
+    wait_until(
+        lambda: list(statuses(settings.database_url, ids).values()).count("READY") >= 3, timeout=120
+    )
+    worker.stop(signal.SIGTERM, timeout=120)
+    assert worker.process is not None and worker.process.returncode == 0
+    assert "Worker has been shut down" in worker.log
+
+    successor = start_service("worker", settings)
+    successor.wait_for_log("selfcheck.passed")
+    wait_until(lambda: set(statuses(settings.database_url, ids).values()) == {"READY"}, timeout=180)
+    assert set(embeddings_per_photo(settings.database_url, ids).values()) == {1}
+
+
+def test_compose_runs_the_native_commands_with_known_settings():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    settings_names = {name.upper() for name in Settings.model_fields} | {"HF_HUB_OFFLINE"}
+    for name in ("migrate", "api", "worker"):
+        service = services[name]
+        assert service["command"][0] == "photoembed" and service["command"][1] in commands
+        assert service["command"][1] == name
+        assert set(service["environment"]) <= settings_names, name
+        assert service["env_file"] == ".env"
+    assert services["worker"]["build"]["dockerfile"] == "Dockerfile.worker"
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "photoembed", "selfcheck"]
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):
+        assert (
+            services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        )
+    assert {"pgdata", "photos", "models"} <= set(compose["volumes"])
+    dockerfile = (REPO / "Dockerfile.worker").read_text()
+    assert "USER 10001" in dockerfile and "photoembed model download" in dockerfile
+
+
+def test_compose_file_validates_with_docker_compose():
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-compose") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's docker-compose (.ci/run does)")
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        ["make", "-s", "compose-check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "docker-compose.yml is valid" in result.stdout
