@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -116,6 +119,7 @@ class PeakRss(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.current = 0
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -123,7 +127,8 @@ class PeakRss(threading.Thread):
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+                self.current = sum(p.memory_info().rss for p in procs)
+                self.peak = max(self.peak, self.current)
             except psutil.Error:
                 pass
 
@@ -155,6 +160,79 @@ def wait_ready(database_url: str, ids: list[str], timeout: float = 900) -> list[
     raise SystemExit(f"photos not READY after {timeout}s")
 
 
+def worker_stage_seconds(metrics_port: int) -> dict[str, float]:
+    """Where the worker's time went, from its own Prometheus metrics."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/", timeout=10).text
+
+    def total(name: str) -> float:
+        return sum(
+            float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+        )
+
+    batches = total("photoembed_inference_batch_size_count")
+    return {
+        "decode_and_score_s": total("photoembed_decode_seconds_sum"),
+        "inference_s": total("photoembed_inference_seconds_sum"),
+        "batches": batches,
+        "mean_batch_size": total("photoembed_inference_batch_size_sum") / batches
+        if batches
+        else 0.0,
+    }
+
+
+class Profiler:
+    """py-spy on the worker process during the backlog, summarised as the hottest frames."""
+
+    def __init__(self, worker_pid: int, output: Path) -> None:
+        children = psutil.Process(worker_pid).children(recursive=True)
+        target = (
+            max(children, key=lambda p: p.memory_info().rss)
+            if children
+            else psutil.Process(worker_pid)
+        )
+        self.output = output
+        self.process = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(target.pid), "--format", "raw", "--rate", "50",
+             "--output", str(output), "--nonblocking", "--threads"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> list[tuple[str, float]]:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(60)
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            frames = stack.split(";")
+            if any("_serve" in f or "worker_thread" in f.lower() for f in frames) is False:
+                pass
+            total += int(count)
+            for frame in set(frames):
+                name = re.sub(r" \(.*?:\d+\)$", "", frame)
+                inclusive[name] = inclusive.get(name, 0) + int(count)
+        interesting = (
+            "photoembed",
+            "encode_image",
+            "load_rgb",
+            "quality",
+            "preprocess",
+            "resize",
+            "decode",
+            "embed",
+            "claim",
+            "store",
+            "wait",
+            "get",
+        )
+        top = [
+            (f, n / max(1, total)) for f, n in inclusive.items() if any(k in f for k in interesting)
+        ]
+        return sorted(top, key=lambda item: -item[1])[:20]
+
+
 def upload(client: httpx.Client, path: Path) -> str:
     response = client.post("/photos", files={"file": (path.name, path.read_bytes())})
     response.raise_for_status()
@@ -163,7 +241,7 @@ def upload(client: httpx.Client, path: Path) -> str:
 
 
 def measure_service(
-    settings: Settings, photos: list[Path], workdir: Path, light: int
+    settings: Settings, photos: list[Path], workdir: Path, light: int, profile: Path | None
 ) -> dict[str, Any]:
     api = ServiceProcess(["api"], settings_env(settings), workdir / "api.log").start()
     api.wait_for_log("Application startup complete", timeout=120)
@@ -186,12 +264,15 @@ def measure_service(
             wait_ready(settings.database_url, [upload(client, p)])[0] for p in photos[1 : 1 + light]
         ]
 
+        profiler = Profiler(worker.process.pid, profile) if profile else None
         started = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
             ids = list(pool.map(lambda p: upload(client, p), photos))
         backlog_latencies = wait_ready(settings.database_url, ids)
         elapsed = time.perf_counter() - started
+        hottest = profiler.stop() if profiler else []
         embedded = worker.log.count('"event": "photo.embedded"')
+        stages = worker_stage_seconds(settings.metrics_port)
     finally:
         rss.done.set()
         worker.stop()
@@ -203,9 +284,16 @@ def measure_service(
         "backlog_latency_p50_ms": percentile(backlog_latencies, 50),
         "backlog_latency_p95_ms": percentile(backlog_latencies, 95),
         "worker_peak_rss_mb": rss.peak / 2**20,
+        "worker_rss_after_run_mb": rss.current / 2**20,
         "boot_to_first_ready_s": boot_to_first_ready,
         "photos_embedded": embedded,
+        "worker_stages": stages,
+        "profile_hottest_frames": [{"frame": f, "share": round(s, 3)} for f, s in hottest],
     }
+
+
+def hottest_frames(service: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(f["frame"], f["share"]) for f in service["profile_hottest_frames"]]
 
 
 def main() -> int:
@@ -216,6 +304,9 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the worker during the backlog (raw stacks)"
+    )
     args = parser.parse_args()
 
     cache_root = REPO / ".cache"
@@ -241,6 +332,7 @@ def main() -> int:
                 torch_threads=args.torch_threads,
                 embed_batch_size=args.batch_size,
                 log_format="json",
+                metrics_port=free_port(),
             )
             migrate(settings.database_url)
 
@@ -251,7 +343,7 @@ def main() -> int:
             parity = preprocessing_parity(embedder, [p for p in photos[:12] if p.suffix == ".jpeg"])
             del embedder
 
-            service = measure_service(settings, photos, workdir, args.light)
+            service = measure_service(settings, photos, workdir, args.light, args.profile)
         finally:
             redis_server.stop()
             postgres.stop()
@@ -289,8 +381,16 @@ def main() -> int:
             "latency p50 / p95, backlog (ms)",
             f"{service['backlog_latency_p50_ms']:.0f} / {service['backlog_latency_p95_ms']:.0f}",
         ),
-        ("worker peak RSS (MB, goal < 1536)", f"{service['worker_peak_rss_mb']:.0f}"),
+        (
+            "worker RSS peak / after the run (MB, goal < 1536)",
+            f"{service['worker_peak_rss_mb']:.0f} / {service['worker_rss_after_run_mb']:.0f}",
+        ),
         ("boot to first READY (s)", f"{service['boot_to_first_ready_s']:.1f}"),
+        (
+            "worker: decode+score / inference (s)",
+            f"{service['worker_stages']['decode_and_score_s']:.1f} / {service['worker_stages']['inference_s']:.1f}",
+        ),
+        ("worker: mean batch size", f"{service['worker_stages']['mean_batch_size']:.1f}"),
         (
             "draft vs full decode: max abs / min cos",
             f"{parity['max_abs_diff']:.2e} / {parity['min_cosine']:.6f}",
@@ -301,6 +401,8 @@ def main() -> int:
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    for frame, share in hottest_frames(service):
+        print(f"  profile {share:6.1%}  {frame}")
     print(f"\nwritten to {args.output}")
     return 0
 

@@ -152,3 +152,28 @@ def test_plan_never_loads_and_names_source_and_activation(model_settings: Settin
     info = plan.describe()
     assert info["source"] == "cache" and info["activation"] == "quickgelu"
     assert info["expected_sha256"] and info["weights_path"].endswith("open_clip_pytorch_model.bin")
+
+
+def test_draft_decoding_a_12_megapixel_jpeg_stays_close_to_the_full_decode(
+    model_settings, tmp_path
+):
+    from PIL import Image
+
+    from photoembed.images import load_rgb
+    from tests.helpers import encode
+
+    path = tmp_path / "12mp.jpg"
+    path.write_bytes(encode(make_photo(40, (4000, 3000)), quality=90))
+    embedder = ClipEmbedder(model_settings)
+    with Image.open(path) as image:
+        full = embedder.embed_images([image.convert("RGB")])[0]
+    drafted, _ = load_rgb(
+        path, max_pixels=10**8, min_side=16, draft_side=model_settings.decode_draft_side
+    )
+    assert min(drafted.size) < 3000  # really decoded at a reduced scale
+    fast = embedder.embed_images([drafted])[0]
+    print(
+        f"draft vs full: max abs {np.abs(full - fast).max():.2e}, 1 - cos {1 - float(full @ fast):.2e}"
+    )
+    assert float(full @ fast) > 0.9999
+    assert np.abs(full - fast).max() < 5e-3

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import threading
 import time
@@ -189,11 +192,29 @@ def _observe_batch(size: int, seconds: float) -> None:
     INFERENCE_SECONDS.observe(seconds)
 
 
-class ClipEmbedder:
-    """Turns images into L2-normalised embeddings. Cheap to create; loads on first use."""
+def _drop_text_tower(model: torch.nn.Module) -> None:
+    """The worker embeds images only: free the text tower (~240 MB for ViT-B-32) and hand the
+    memory back to the OS (glibc keeps freed blocks otherwise)."""
+    for name in ("transformer", "token_embedding", "ln_final"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            setattr(model, name, None)
+    for name in ("positional_embedding", "text_projection"):
+        if isinstance(getattr(model, name, None), torch.nn.Parameter):
+            setattr(model, name, None)
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    def __init__(self, settings: Settings) -> None:
+
+class ClipEmbedder:
+    """Turns images into L2-normalised embeddings. Cheap to create; loads on first use.
+
+    `image_only` (the worker) frees the text tower after loading; text queries need the default.
+    """
+
+    def __init__(self, settings: Settings, *, image_only: bool = False) -> None:
         self._settings = settings
+        self._image_only = image_only
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self._batcher = MicroBatcher(
@@ -212,6 +233,8 @@ class ClipEmbedder:
             if self._loaded is None:
                 torch.set_num_threads(torch_threads_for(self._settings))
                 self._loaded = load_model(self._settings)
+                if self._image_only:
+                    _drop_text_tower(self._loaded.model)
                 MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
             return self._loaded
 
@@ -239,9 +262,10 @@ _embedder: ClipEmbedder | None = None
 _embedder_pid: int | None = None
 
 
-def get_embedder(settings: Settings) -> ClipEmbedder:
+def get_embedder(settings: Settings, *, image_only: bool = False) -> ClipEmbedder:
     """The process's embedder; a forked child gets its own, never the parent's."""
     global _embedder, _embedder_pid
     if _embedder is None or _embedder_pid != os.getpid():
-        _embedder, _embedder_pid = ClipEmbedder(settings), os.getpid()
+        _embedder = ClipEmbedder(settings, image_only=image_only)
+        _embedder_pid = os.getpid()
     return _embedder

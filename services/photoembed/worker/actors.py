@@ -54,6 +54,6 @@ def embed_photo(photo_id: str) -> None:
         uuid.UUID(photo_id),
         message.message_id,
         settings,
-        get_embedder(settings),
+        get_embedder(settings, image_only=True),
         PhotoStorage(settings.storage_dir),
     )

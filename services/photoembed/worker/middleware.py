@@ -34,7 +34,7 @@ class ModelSelfCheck(dramatiq.Middleware):
         self.settings = settings
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        result = run_selfcheck(self.settings, get_embedder(self.settings))
+        result = run_selfcheck(self.settings, get_embedder(self.settings, image_only=True))
         for finding in result.findings:
             log.error("selfcheck.failed", code=finding.code, finding=finding.message)
         if not result.ok:
