@@ -204,3 +204,28 @@ def statuses(database_url: str, photo_ids: list[str]) -> dict[str, str]:
             "SELECT id::text, status FROM photos WHERE id = ANY(%s::uuid[])", (photo_ids,)
         ).fetchall()
     return dict(rows)
+
+
+def make_person_photo(person: int, variant: int, size: tuple[int, int] = (480, 640)) -> Image.Image:
+    """A generated 'person': their colours and build stay, pose, framing and noise vary."""
+    look = np.random.default_rng(10_000 + person)
+    shot = np.random.default_rng(20_000 + 100 * person + variant)
+    width, height = size
+    background = tuple(int(v) for v in look.integers(30, 230, size=3))
+    skin = tuple(int(v) for v in look.uniform(110, 235, size=3))
+    shirt = tuple(int(v) for v in look.integers(0, 255, size=3))
+    hair = tuple(int(v) for v in look.integers(0, 120, size=3))
+    stripes = int(look.integers(2, 7))
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    cx = width // 2 + int(shot.integers(-width // 10, width // 10))
+    top = int(height * shot.uniform(0.12, 0.22))
+    head = int(width * shot.uniform(0.16, 0.2))
+    draw.ellipse([cx - 2 * head, top + 3 * head, cx + 2 * head, height + head], fill=shirt)
+    for i in range(stripes):
+        y = top + 3 * head + (i + 1) * (height - top - 3 * head) // (stripes + 1)
+        draw.line([cx - 2 * head, y, cx + 2 * head, y], fill=background, width=6)
+    draw.ellipse([cx - head, top, cx + head, top + int(2.4 * head)], fill=skin)
+    draw.pieslice([cx - head, top - 6, cx + head, top + int(1.2 * head)], 180, 360, fill=hair)
+    pixels = np.asarray(image, dtype=np.float64) + shot.normal(0, 5, size=(height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")

@@ -73,6 +73,15 @@ class PhotoStorage:
     def discard(self, staged: StagedFile) -> None:
         staged.path.unlink(missing_ok=True)
 
+    def thumbnail_path(self, key: str) -> Path:
+        self.path_for(key)  # validates the key
+        return self.root / ".thumbnails" / key[:2] / f"{key}.jpg"
+
+    def remove(self, key: str) -> None:
+        """Delete a stored photo and its thumbnail (callers check that no other row uses it)."""
+        self.path_for(key).unlink(missing_ok=True)
+        self.thumbnail_path(key).unlink(missing_ok=True)
+
     def read_path(self, key: str) -> Path:
         path = self.path_for(key)
         if not path.is_file():

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from photoembed.api.limits import BodySizeLimit
-from photoembed.api.routes import health, metrics, photos
+from photoembed.api.routes import health, metrics, persons, photos, search, ui
+from photoembed.api.routes.ui import STATIC_DIR
+from photoembed.clip.embedder import ClipEmbedder
 from photoembed.config import Settings
 from photoembed.metrics import REQUEST_SECONDS
 from photoembed.queue import build_broker
@@ -38,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.broker = build_broker(settings)
     app.state.storage = PhotoStorage(settings.storage_dir)
+    app.state.query_embedder = ClipEmbedder(settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
 
     @app.middleware("http")
@@ -52,5 +56,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(photos.router)
+    app.include_router(persons.router)
+    app.include_router(search.router)
     app.include_router(metrics.router)
+    app.include_router(ui.router)
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")
     return app

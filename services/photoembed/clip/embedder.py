@@ -252,6 +252,17 @@ class ClipEmbedder:
         batch = torch.stack([self.preprocess(image) for image in images])
         return self.embed_tensors(batch)
 
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Text queries through the text tower (OpenCLIP's tokenizer ships with the package)."""
+        loaded = self.load()
+        if self._image_only:
+            raise RuntimeError("this embedder was loaded image-only; text needs the text tower")
+        tokens = open_clip.get_tokenizer(loaded.plan.model_name)(list(texts))
+        with torch.inference_mode():
+            features = loaded.model.encode_text(tokens.to(loaded.device))  # type: ignore[operator]
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy()
+
     def embed_image(self, image: Image.Image) -> np.ndarray:
         """One image, preprocessed in the calling thread, embedded in a batch with whatever other
         threads of this process submit meanwhile."""

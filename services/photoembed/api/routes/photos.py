@@ -8,8 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from photoembed.api.deps import (
     BrokerDep,
@@ -18,21 +20,22 @@ from photoembed.api.deps import (
     StorageDep,
     require_api_key,
 )
-from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut
-from photoembed.images import ImageError, ImageLimitError, inspect_image
+from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut, PhotoPatch
+from photoembed.images import ImageError, ImageLimitError, inspect_image, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
 from photoembed.models import Embedding, Person, Photo, PhotoStatus, utcnow
 from photoembed.queue import embed_photo_message
-from photoembed.storage import TooLargeError
+from photoembed.storage import PhotoStorage, TooLargeError
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/photos", tags=["photos"], dependencies=[Depends(require_api_key)])
 
 _CHUNK = 256 * 1024
+THUMBNAIL_SIDE = 256
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await upload.read(_CHUNK):
         yield chunk
 
@@ -77,7 +80,7 @@ async def upload_photo(
         UPLOADS.labels("unknown_person").inc()
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
     try:
-        staged = await storage.stage(_chunks(file), settings.max_upload_bytes)
+        staged = await storage.stage(upload_chunks(file), settings.max_upload_bytes)
     except TooLargeError as exc:
         UPLOADS.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
@@ -144,20 +147,87 @@ async def upload_photo(
 
 @router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
 def get_photo(photo_id: uuid.UUID, session: SessionDep) -> PhotoOut:
+    photo = _get_or_404(session, photo_id)
+    embedding = _latest_embedding(session, photo_id)
+    return _photo_out(photo, embedding.model if embedding else None)
+
+
+def _get_or_404(session: SessionDep, photo_id: uuid.UUID) -> Photo:
     photo = session.get(Photo, photo_id)
     if photo is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
-    embedding = _latest_embedding(session, photo_id)
-    return _photo_out(photo, embedding.model if embedding else None)
+    return photo
+
+
+def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) -> None:
+    """Delete rows (their vectors cascade), then each file no other photo still uses."""
+    keys = {photo.storage_key for photo in photos}
+    for photo in photos:
+        session.delete(photo)
+    session.commit()
+    still_used = set(session.scalars(select(Photo.storage_key).where(Photo.storage_key.in_(keys))))
+    for key in keys - still_used:
+        storage.remove(key)
+
+
+@router.patch("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
+def update_photo(photo_id: uuid.UUID, change: PhotoPatch, session: SessionDep) -> PhotoOut:
+    """Attach the photo to a person (or detach it with `null`)."""
+    photo = _get_or_404(session, photo_id)
+    if change.person_id is not None and session.get(Person, change.person_id) is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"person {change.person_id} not found"
+        )
+    photo.person_id = change.person_id
+    session.commit()
+    return _photo_out(photo)
+
+
+@router.delete(
+    "/{photo_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": ErrorOut}}
+)
+def delete_photo(photo_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> None:
+    """Delete the photo, its vectors and (unless another photo has the same bytes) its file."""
+    remove_photos(session, storage, [_get_or_404(session, photo_id)])
+    log.info("photo.deleted", photo_id=str(photo_id))
+
+
+@router.get(
+    "/{photo_id}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
+)
+def get_thumbnail(
+    photo_id: uuid.UUID, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> FileResponse:
+    """A JPEG at most 256 px on a side, made on first request and kept beside the photo."""
+    photo = _get_or_404(session, photo_id)
+    path = storage.thumbnail_path(photo.storage_key)
+    if not path.is_file():
+        try:
+            image, _ = load_rgb(
+                storage.read_path(photo.storage_key),
+                max_pixels=settings.max_image_pixels,
+                min_side=1,
+                draft_side=THUMBNAIL_SIDE,
+            )
+        except (ImageError, FileNotFoundError) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no thumbnail: {exc}") from None
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        image.save(partial, format="JPEG", quality=85)
+        partial.replace(path)
+    return FileResponse(
+        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
 
 
 @router.get(
     "/{photo_id}/embedding", response_model=EmbeddingOut, responses={404: {"model": ErrorOut}}
 )
 def get_photo_embedding(photo_id: uuid.UUID, session: SessionDep) -> EmbeddingOut:
-    photo = session.get(Photo, photo_id)
-    if photo is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
+    photo = _get_or_404(session, photo_id)
     embedding = _latest_embedding(session, photo_id) if photo.status == PhotoStatus.READY else None
     if embedding is None:
         raise HTTPException(
