@@ -89,3 +89,19 @@ def test_api_outside_dev_refuses_to_start_without_real_keys(settings, start_serv
         service = start_service("api", settings, API_KEYS=keys)
         assert service.wait(timeout=60) != 0
         assert "API_KEYS must hold at least one real key" in service.log
+
+
+def test_openapi_documents_every_route_with_a_description_and_examples(api):
+    spec = api.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary") and (
+                operation.get("description") or path in ("/healthz",)
+            ), (method, path)
+    schemas = spec["components"]["schemas"]
+    for name in ("PhotoOut", "PersonOut", "SearchOut", "EmbeddingOut"):
+        assert schemas[name].get("examples"), name
+    assert {"/photos", "/photos/{photo_id}", "/persons", "/search", "/metrics"} <= set(
+        spec["paths"]
+    )
+    assert api.get("/docs").status_code == 200

@@ -17,8 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute(
-        "CREATE INDEX ix_embeddings_vector_hnsw ON embeddings "
-        "USING hnsw (vector vector_cosine_ops)"
+        "CREATE INDEX ix_embeddings_vector_hnsw ON embeddings USING hnsw (vector vector_cosine_ops)"
     )
 
 

@@ -26,6 +26,7 @@ def _get_or_404(session: SessionDep, person_id: uuid.UUID) -> Person:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PersonOut)
 def create_person(person: PersonIn, session: SessionDep) -> PersonOut:
+    """Create a person; attach photos at upload (`person_id`) or later (`PATCH /photos/{id}`)."""
     row = Person(name=person.name, note=person.note)
     session.add(row)
     session.commit()
@@ -35,12 +36,14 @@ def create_person(person: PersonIn, session: SessionDep) -> PersonOut:
 
 @router.get("", response_model=list[PersonOut])
 def list_persons(session: SessionDep) -> list[PersonOut]:
+    """All persons, by name."""
     rows = session.scalars(select(Person).order_by(Person.name, Person.created_at)).all()
     return [PersonOut.model_validate(row) for row in rows]
 
 
 @router.get("/{person_id}", response_model=PersonWithPhotos, responses={404: {"model": ErrorOut}})
 def get_person(person_id: uuid.UUID, session: SessionDep) -> PersonWithPhotos:
+    """The person with their photos and each photo's status."""
     person = _get_or_404(session, person_id)
     photos = session.scalars(
         select(Photo).where(Photo.person_id == person_id).order_by(Photo.created_at)

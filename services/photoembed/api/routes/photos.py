@@ -147,6 +147,7 @@ async def upload_photo(
 
 @router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
 def get_photo(photo_id: uuid.UUID, session: SessionDep) -> PhotoOut:
+    """The photo's status (PENDING, PROCESSING, READY, FAILED with `error`), quality and model."""
     photo = _get_or_404(session, photo_id)
     embedding = _latest_embedding(session, photo_id)
     return _photo_out(photo, embedding.model if embedding else None)
@@ -227,6 +228,7 @@ def get_thumbnail(
     "/{photo_id}/embedding", response_model=EmbeddingOut, responses={404: {"model": ErrorOut}}
 )
 def get_photo_embedding(photo_id: uuid.UUID, session: SessionDep) -> EmbeddingOut:
+    """The photo's L2-normalised vector and the model identity that made it; 404 until READY."""
     photo = _get_or_404(session, photo_id)
     embedding = _latest_embedding(session, photo_id) if photo.status == PhotoStatus.READY else None
     if embedding is None:
