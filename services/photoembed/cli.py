@@ -118,6 +118,26 @@ def run_logcheck(path: Path) -> int:
     return 1 if problems else 0
 
 
+def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
+    from photoembed.backfill import enqueue_backfill, run_backfill
+    from photoembed.clip.embedder import ClipEmbedder
+
+    embedder = ClipEmbedder(settings, image_only=True)
+    if args.enqueue:
+        enqueue_backfill(settings, embedder.load().identity, all_statuses=args.all)
+        return 0
+    result = run_backfill(
+        settings,
+        embedder,
+        batch_size=args.batch_size,
+        all_statuses=args.all,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        print(f"{result.missing} photo(s) have no vector of {result.model}")
+    return 1 if result.failed else 0
+
+
 def model_info(settings: Settings) -> int:
     from photoembed.clip.weights import plan_model
 
@@ -268,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
     logcheck = sub.add_parser("logcheck", help="exit 1 if a log shows model-loading warnings")
     logcheck.add_argument("file", type=Path)
+    backfill = sub.add_parser("backfill", help="give every photo a vector of the active model")
+    backfill.add_argument("--dry-run", action="store_true", help="only count what is missing")
+    backfill.add_argument("--all", action="store_true", help="every photo, not only READY ones")
+    backfill.add_argument("--batch-size", type=int, default=16)
+    backfill.add_argument("--enqueue", action="store_true", help="send the work to the workers")
     sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
@@ -297,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(settings)
         elif args.command == "migrate":
             migrate(settings.database_url)
+        elif args.command == "backfill":
+            return run_backfill_command(settings, args)
         elif args.command == "sweep":
             return run_sweep(settings)
         elif args.command == "selfcheck":

@@ -99,6 +99,7 @@ class Embedding(Base):
         ForeignKey("photos.id", ondelete="CASCADE"), index=True
     )
     model: Mapped[str] = mapped_column(String(300), index=True)
+    backend: Mapped[str] = mapped_column(String(32), default="open_clip")
     model_name: Mapped[str] = mapped_column(String(100))
     pretrained: Mapped[str] = mapped_column(String(300))
     weights_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -13,6 +13,7 @@ from dramatiq.brokers.redis import RedisBroker
 from photoembed.config import Settings
 
 EMBED_PHOTO = "embed_photo"
+BACKFILL_PHOTO = "backfill_photo"
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -30,6 +31,16 @@ def embed_photo_message(settings: Settings, photo_id: uuid.UUID) -> Message[None
     return Message(
         queue_name=settings.queue_name,
         actor_name=EMBED_PHOTO,
+        args=(str(photo_id),),
+        kwargs={},
+        options={},
+    )
+
+
+def backfill_photo_message(settings: Settings, photo_id: uuid.UUID) -> Message[None]:
+    return Message(
+        queue_name=settings.queue_name,
+        actor_name=BACKFILL_PHOTO,
         args=(str(photo_id),),
         kwargs={},
         options={},

@@ -15,6 +15,8 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from photoembed.vectors import vector_literal
+
 
 @dataclass(frozen=True)
 class QueryVector:
@@ -30,39 +32,41 @@ class SearchHit:
     quality_score: float | None
 
 
-def _literal(vector: list[float]) -> str:
-    return "[" + ",".join(repr(float(v)) for v in vector) + "]"
-
-
 def _parse(vector_text: str) -> list[float]:
     return [float(v) for v in vector_text.strip("[]").split(",")]
 
 
-def photo_query(session: Session, photo_id: uuid.UUID) -> QueryVector | None:
+def photo_query(session: Session, photo_id: uuid.UUID, model: str | None) -> QueryVector | None:
+    """The photo's vector in `model` (the active one), or its newest if `model` is None."""
     row = session.execute(
         text(
             "SELECT e.vector::text AS vector, e.model FROM embeddings e "
             "JOIN photos p ON p.id = e.photo_id "
-            "WHERE e.photo_id = :id AND p.status = 'READY' ORDER BY e.created_at DESC LIMIT 1"
+            "WHERE e.photo_id = :id AND p.status = 'READY' "
+            "AND (CAST(:model AS text) IS NULL OR e.model = :model) "
+            "ORDER BY e.created_at DESC LIMIT 1"
         ),
-        {"id": photo_id},
+        {"id": photo_id, "model": model},
     ).one_or_none()
     return QueryVector(_parse(row.vector), row.model) if row else None
 
 
-def person_query(session: Session, person_id: uuid.UUID) -> QueryVector | None:
-    """The normalised mean of the person's READY photos' vectors, in their newest model."""
+def person_query(session: Session, person_id: uuid.UUID, model: str | None) -> QueryVector | None:
+    """The normalised mean of the person's READY photos' vectors in `model` (the active one), or
+    in their newest model if `model` is None."""
     rows = session.execute(
         text(
             """
             SELECT e.vector::text AS vector, e.model FROM embeddings e
               JOIN photos p ON p.id = e.photo_id
              WHERE p.person_id = :id AND p.status = 'READY'
-               AND e.model = (SELECT e2.model FROM embeddings e2 JOIN photos p2 ON p2.id = e2.photo_id
-                               WHERE p2.person_id = :id ORDER BY e2.created_at DESC LIMIT 1)
+               AND e.model = coalesce(
+                   CAST(:model AS text),
+                   (SELECT e2.model FROM embeddings e2 JOIN photos p2 ON p2.id = e2.photo_id
+                     WHERE p2.person_id = :id ORDER BY e2.created_at DESC LIMIT 1))
             """
         ),
-        {"id": person_id},
+        {"id": person_id, "model": model},
     ).all()
     if not rows:
         return None
@@ -96,7 +100,7 @@ def search_similar(
             """
         ),
         {
-            "q": _literal(query.vector),
+            "q": vector_literal(query.vector),
             "model": query.model,
             "min_quality": min_quality,
             "person": person_id,

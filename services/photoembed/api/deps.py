@@ -11,6 +11,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.weights import active_identity
 from photoembed.config import Settings
 from photoembed.db import get_sessionmaker
 from photoembed.storage import PhotoStorage
@@ -46,6 +48,27 @@ def get_storage(request: Request) -> PhotoStorage:
 
 
 StorageDep = Annotated[PhotoStorage, Depends(get_storage)]
+
+
+def get_active_model(request: Request, settings: SettingsDep) -> str | None:
+    """The configured model's identity (computed once per process); None when its weights are
+    not on this machine, and then reads fall back to each photo's newest vector."""
+    state = request.app.state
+    if not hasattr(state, "active_model"):
+        try:
+            state.active_model = active_identity(
+                settings.clip_model_name,
+                settings.clip_pretrained,
+                settings.clip_cache_dir,
+                settings.quick_gelu_override,
+            )
+        except ModelLoadError:
+            state.active_model = None
+    active: str | None = state.active_model
+    return active
+
+
+ActiveModelDep = Annotated[str | None, Depends(get_active_model)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
 

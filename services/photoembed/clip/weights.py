@@ -264,6 +264,19 @@ def plan_model(
     )
 
 
+def active_identity(
+    model_name: str, pretrained: str, cache_dir: Path, quick_gelu_override: bool | None
+) -> str:
+    """The identity vectors of the configured model carry, without loading it (hashes a weights
+    file only when no checksum is recorded for it)."""
+    plan = plan_model(model_name, pretrained, cache_dir, quick_gelu_override)
+    if plan.weights_path is None:
+        raise WeightsNotFoundError(
+            missing_weights_message(model_name, pretrained, cache_dir, "not downloaded yet")
+        )
+    return plan.identity(plan.expected_sha256 or sha256_file(plan.weights_path))
+
+
 def verify_checksum(path: Path, expected: str | None) -> str:
     """Hash the weights; a mismatch is reported, never 'fixed' by deleting the file."""
     actual = sha256_file(path)

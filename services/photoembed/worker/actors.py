@@ -17,10 +17,10 @@ from photoembed.clip.embedder import get_embedder
 from photoembed.config import get_settings
 from photoembed.logging import configure_logging
 from photoembed.metrics import QUEUE_LAG_SECONDS
-from photoembed.queue import EMBED_PHOTO, build_broker
+from photoembed.queue import BACKFILL_PHOTO, EMBED_PHOTO, build_broker
 from photoembed.storage import PhotoStorage
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
-from photoembed.worker.pipeline import TRANSIENT_ERRORS, process_photo
+from photoembed.worker.pipeline import TRANSIENT_ERRORS, backfill_one, process_photo
 
 settings = get_settings()
 configure_logging(settings.log_format, settings.log_level)
@@ -47,6 +47,7 @@ def _retry_transient(retries: int, exception: BaseException) -> bool:
     time_limit=10 * 60_000,
 )
 def embed_photo(photo_id: str) -> None:
+    """Embed a newly uploaded photo and mark it READY (or FAILED)."""
     message = CurrentMessage.get_current_message()
     assert message is not None
     QUEUE_LAG_SECONDS.observe(max(0.0, time.time() - message.message_timestamp / 1000))
@@ -57,3 +58,16 @@ def embed_photo(photo_id: str) -> None:
         get_embedder(settings, image_only=True),
         PhotoStorage(settings.storage_dir),
     )
+
+
+@dramatiq.actor(
+    actor_name=BACKFILL_PHOTO,
+    queue_name=settings.queue_name,
+    retry_when=_retry_transient,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=10 * 60_000,
+)
+def backfill_photo(photo_id: str) -> None:
+    """Give an existing photo a vector of this worker's model; its status does not change."""
+    backfill_one(uuid.UUID(photo_id), settings, get_embedder(settings, image_only=True))

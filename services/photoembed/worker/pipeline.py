@@ -30,6 +30,7 @@ from photoembed.metrics import (
 from photoembed.models import PhotoStatus
 from photoembed.quality import quality_score
 from photoembed.storage import PhotoStorage
+from photoembed.vectors import insert_embedding
 
 log = get_logger(__name__)
 
@@ -119,30 +120,7 @@ def store_embedding(
     embedder: ClipEmbedder,
 ) -> bool:
     """Write the vector (one per photo and model) and mark the photo READY, in one transaction."""
-    loaded = embedder.load()
-    plan = loaded.plan
-    session.execute(
-        text(
-            """
-            INSERT INTO embeddings (photo_id, model, model_name, pretrained, weights_sha256,
-                                    quick_gelu, dim, vector, created_at)
-            VALUES (:photo_id, :model, :model_name, :pretrained, :sha, :quick_gelu, :dim,
-                    CAST(:vector AS vector), now())
-            ON CONFLICT (photo_id, model)
-            DO UPDATE SET vector = EXCLUDED.vector, created_at = EXCLUDED.created_at
-            """
-        ),
-        {
-            "photo_id": photo_id,
-            "model": loaded.identity,
-            "model_name": plan.model_name,
-            "pretrained": plan.pretrained,
-            "sha": loaded.weights_sha256,
-            "quick_gelu": plan.quick_gelu,
-            "dim": len(vector),
-            "vector": "[" + ",".join(repr(v) for v in vector) + "]",
-        },
-    )
+    insert_embedding(session, photo_id, vector, embedder.load())
     updated = session.execute(
         text(
             """
@@ -229,4 +207,35 @@ def process_photo(
         attempts=claimed.attempts,
         duration_ms=round((time.perf_counter() - started) * 1000),
     )
+    return PhotoStatus.READY
+
+
+def backfill_one(photo_id: uuid.UUID, settings: Settings, embedder: ClipEmbedder) -> str:
+    """Add this embedder's vector to an existing photo (a `backfill_photo` message)."""
+    loaded = embedder.load()
+    with session_scope(settings.database_url) as session:
+        key = session.execute(
+            text(
+                "SELECT p.storage_key FROM photos p WHERE p.id = :id AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings e WHERE e.photo_id = p.id AND e.model = :model)"
+            ),
+            {"id": photo_id, "model": loaded.identity},
+        ).scalar_one_or_none()
+    if key is None:
+        log.info("photo.skipped", reason="already has a vector of this model, or deleted")
+        return "skipped"
+    try:
+        image, _ = load_rgb(
+            PhotoStorage(settings.storage_dir).read_path(key),
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+            draft_side=settings.decode_draft_side,
+        )
+    except (ImageError, FileNotFoundError) as exc:
+        log.warning("photo.backfill_failed", error=str(exc))
+        return PhotoStatus.FAILED
+    vector = embedder.embed_image(image)
+    with session_scope(settings.database_url) as session:
+        insert_embedding(session, photo_id, vector.tolist(), loaded)
+    log.info("photo.backfilled", model=loaded.identity)
     return PhotoStatus.READY

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from photoembed.api.deps import (
+    ActiveModelDep,
     BrokerDep,
     SessionDep,
     SettingsDep,
@@ -46,13 +47,14 @@ def _photo_out(photo: Photo, model: str | None = None) -> PhotoOut:
     return out
 
 
-def _latest_embedding(session: SessionDep, photo_id: uuid.UUID) -> Embedding | None:
-    return session.scalars(
-        select(Embedding)
-        .where(Embedding.photo_id == photo_id)
-        .order_by(Embedding.created_at.desc())
-        .limit(1)
-    ).first()
+def _current_embedding(
+    session: SessionDep, photo_id: uuid.UUID, active_model: str | None
+) -> Embedding | None:
+    """The active model's vector of the photo, or its newest one if the active model is unknown."""
+    query = select(Embedding).where(Embedding.photo_id == photo_id)
+    if active_model is not None:
+        query = query.where(Embedding.model == active_model)
+    return session.scalars(query.order_by(Embedding.created_at.desc()).limit(1)).first()
 
 
 @router.post(
@@ -146,10 +148,10 @@ async def upload_photo(
 
 
 @router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
-def get_photo(photo_id: uuid.UUID, session: SessionDep) -> PhotoOut:
+def get_photo(photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep) -> PhotoOut:
     """The photo's status (PENDING, PROCESSING, READY, FAILED with `error`), quality and model."""
     photo = _get_or_404(session, photo_id)
-    embedding = _latest_embedding(session, photo_id)
+    embedding = _current_embedding(session, photo_id, active_model)
     return _photo_out(photo, embedding.model if embedding else None)
 
 
@@ -227,14 +229,17 @@ def get_thumbnail(
 @router.get(
     "/{photo_id}/embedding", response_model=EmbeddingOut, responses={404: {"model": ErrorOut}}
 )
-def get_photo_embedding(photo_id: uuid.UUID, session: SessionDep) -> EmbeddingOut:
+def get_photo_embedding(
+    photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep
+) -> EmbeddingOut:
     """The photo's L2-normalised vector and the model identity that made it; 404 until READY."""
     photo = _get_or_404(session, photo_id)
-    embedding = _latest_embedding(session, photo_id) if photo.status == PhotoStatus.READY else None
+    ready = photo.status == PhotoStatus.READY
+    embedding = _current_embedding(session, photo_id, active_model) if ready else None
     if embedding is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
-            detail=f"photo {photo_id} has no embedding yet (status {photo.status})",
+            detail=f"photo {photo_id} has no vector of the active model yet (status {photo.status})",
         )
     return EmbeddingOut(
         photo_id=photo_id,

@@ -8,7 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from photoembed.api.deps import SessionDep, SettingsDep, StorageDep, require_api_key
+from photoembed.api.deps import (
+    ActiveModelDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    require_api_key,
+)
 from photoembed.api.routes.photos import upload_chunks
 from photoembed.api.schemas import ErrorOut, SearchHitOut, SearchOut
 from photoembed.clip.embedder import ClipEmbedder
@@ -76,6 +82,7 @@ async def search(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    active_model: ActiveModelDep,
     embedder: Annotated[ClipEmbedder, Depends(_query_embedder)],
     text: Annotated[str | None, Form(max_length=500, examples=["a person in a red shirt"])] = None,
     photo_id: Annotated[
@@ -112,7 +119,7 @@ async def search(
     query: QueryVector | None
     if kind == "photo_id":
         assert photo_id is not None
-        query = photo_query(session, photo_id)
+        query = photo_query(session, photo_id, active_model)
         if query is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
@@ -120,7 +127,7 @@ async def search(
             )
     elif kind == "person_id":
         assert person_id is not None
-        query = person_query(session, person_id)
+        query = person_query(session, person_id, active_model)
         if query is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, detail=f"person {person_id} has no READY photos"

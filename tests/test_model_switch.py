@@ -1,0 +1,119 @@
+"""Switching models without losing search: upload under model A, switch to model B, backfill
+(killed half-way, then resumed), search under B with every photo present."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from photoembed.cli import migrate
+from photoembed.clip.files import write_random_weights
+from photoembed.clip.weights import active_identity
+from tests.conftest import TEST_API_KEY
+from tests.helpers import encode, make_photo, wait_for_status, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_database(postgres, settings):
+    """A database of this test's own: the backfill covers every photo in it."""
+    name = f"switch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        postgres.url.replace("postgresql+psycopg", "postgresql"), autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres.url.replace("/photoembed?", f"/{name}?")
+    migrate(url)
+    return settings.model_copy(update={"database_url": url})
+
+
+def _vectors_of(settings, model: str) -> int:
+    with psycopg.connect(settings.database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM embeddings WHERE model = %s", (model,)
+        ).fetchone()
+    return int(count)
+
+
+def _client(settings) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        timeout=60,
+    )
+
+
+def test_switch_model_backfill_resume_and_search_under_the_new_model(
+    own_database, start_service, tmp_path
+):
+    settings_a = own_database
+    # given photos embedded under model A
+    api_a = start_service("api", settings_a)
+    api_a.wait_for_log("Application startup complete", timeout=60)
+    worker_a = start_service("worker", settings_a)
+    worker_a.wait_for_log("selfcheck.passed")
+    client = _client(settings_a)
+    ids = [
+        client.post(
+            "/photos", files={"file": (f"{s}.jpg", encode(make_photo(s, (400, 300))))}
+        ).json()["id"]
+        for s in range(600, 624)
+    ]
+    for photo_id in ids:
+        assert wait_for_status(client, photo_id, {"READY", "FAILED"})["status"] == "READY"
+    worker_a.stop()
+    api_a.stop()
+
+    # when the configuration switches to model B (other weights)
+    weights_b = tmp_path / "model-b.bin"
+    write_random_weights(weights_b, "ViT-B-32", quick_gelu=True, seed=1)
+    settings_b = settings_a.model_copy(update={"clip_pretrained": str(weights_b)})
+    model_b = active_identity("ViT-B-32", str(weights_b), settings_b.clip_cache_dir, None)
+
+    dry = start_service("backfill", settings_b, "--dry-run")
+    assert dry.wait() == 0 and f"24 photo(s) have no vector of {model_b}" in dry.log
+
+    # and the backfill is killed half-way, then run again
+    first = start_service("backfill", settings_b, "--batch-size", "2")
+    wait_until(lambda: _vectors_of(settings_b, model_b) >= 4, timeout=180, interval=0.05)
+    first.stop(signal.SIGKILL)
+    partial = _vectors_of(settings_b, model_b)
+    assert 0 < partial < 24, f"the kill came too late to test resuming ({partial} of 24 done)"
+    second = start_service("backfill", settings_b, "--batch-size", "8")
+    assert second.wait(timeout=300) == 0, second.log
+    assert "backfill.progress" in second.log
+
+    # then every photo has exactly one vector of B, and its A vector too
+    assert _vectors_of(settings_b, model_b) == 24
+    with psycopg.connect(
+        settings_b.database_url.replace("postgresql+psycopg", "postgresql")
+    ) as conn:
+        per_photo = conn.execute(
+            "SELECT photo_id, count(*) FROM embeddings GROUP BY photo_id"
+        ).fetchall()
+    assert len(per_photo) == 24 and {count for _, count in per_photo} == {2}
+
+    # and search under B finds every photo, with B's vectors
+    api_b = start_service("api", settings_b)
+    api_b.wait_for_log("Application startup complete", timeout=60)
+    client_b = _client(settings_b)
+    results = client_b.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()
+    assert results["model"] == model_b
+    assert {hit["photo_id"] for hit in results["results"]} == set(ids)
+    assert results["results"][0]["photo_id"] == ids[0]
+    assert client_b.get(f"/photos/{ids[3]}/embedding").json()["model"] == model_b
+    api_b.stop()
+
+    # and an API still configured with A searches A's vectors (the active model decides, not age)
+    model_a = active_identity("ViT-B-32", "openai", settings_a.clip_cache_dir, None)
+    api_a_again = start_service("api", settings_a)
+    api_a_again.wait_for_log("Application startup complete", timeout=60)
+    under_a = client.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()
+    assert under_a["model"] == model_a != model_b
+    assert {hit["photo_id"] for hit in under_a["results"]} == set(ids)
+    print(f"backfill: killed at {partial}/24, resumed to 24/24; model B = {model_b}")
