@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -84,6 +85,19 @@ def settings(
         queue_name=f"photos-{uuid.uuid4().hex[:8]}",
         worker_threads=2,
     )
+
+
+@pytest.fixture
+def own_database(postgres, settings):
+    """A database of this test's own: the backfill covers every photo in it."""
+    name = f"switch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        postgres.url.replace("postgresql+psycopg", "postgresql"), autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres.url.replace("/photoembed?", f"/{name}?")
+    migrate(url)
+    return settings.model_copy(update={"database_url": url})
 
 
 @pytest.fixture

@@ -4,32 +4,17 @@
 from __future__ import annotations
 
 import signal
-import uuid
 
 import httpx
 import psycopg
 import pytest
 
-from photoembed.cli import migrate
+from photoembed.clip.embedder import active_identity
 from photoembed.clip.files import write_random_weights
-from photoembed.clip.weights import active_identity
 from tests.conftest import TEST_API_KEY
 from tests.helpers import encode, make_photo, wait_for_status, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_database(postgres, settings):
-    """A database of this test's own: the backfill covers every photo in it."""
-    name = f"switch_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(
-        postgres.url.replace("postgresql+psycopg", "postgresql"), autocommit=True
-    ) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = postgres.url.replace("/photoembed?", f"/{name}?")
-    migrate(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 def _vectors_of(settings, model: str) -> int:
@@ -73,7 +58,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     weights_b = tmp_path / "model-b.bin"
     write_random_weights(weights_b, "ViT-B-32", quick_gelu=True, seed=1)
     settings_b = settings_a.model_copy(update={"clip_pretrained": str(weights_b)})
-    model_b = active_identity("ViT-B-32", str(weights_b), settings_b.clip_cache_dir, None)
+    model_b = active_identity(settings_b)
 
     dry = start_service("backfill", settings_b, "--dry-run")
     assert dry.wait() == 0 and f"24 photo(s) have no vector of {model_b}" in dry.log
@@ -110,7 +95,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     api_b.stop()
 
     # and an API still configured with A searches A's vectors (the active model decides, not age)
-    model_a = active_identity("ViT-B-32", "openai", settings_a.clip_cache_dir, None)
+    model_a = active_identity(settings_a)
     api_a_again = start_service("api", settings_a)
     api_a_again.wait_for_log("Application startup complete", timeout=60)
     under_a = client.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()

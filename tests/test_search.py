@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 from PIL import Image, ImageFilter
@@ -132,13 +134,20 @@ def test_attach_later_and_delete_photo_and_person(settings, api, two_people):
 
     storage = PhotoStorage(settings.storage_dir)
     doomed = photos["ada"][1]
-    doomed_file = storage.path_for(_storage_key(settings, doomed))
-    assert doomed_file.is_file()
     assert api.delete(f"/photos/{doomed}").status_code == 204
     assert api.get(f"/photos/{doomed}").status_code == 404
     ours = set(photos["ada"]) | set(photos["bob"])
     assert doomed not in _ranked(_search(api, photo_id=photos["ada"][0], limit=100), ours)
-    assert not doomed_file.exists()
+
+    # storage is content-addressed: identical bytes share a file until the last photo goes
+    unique = encode(make_person_photo(1, variant=int(uuid.uuid4().int % 10**6) + 1000))
+    twins = [api.post("/photos", files={"file": ("t.jpg", unique)}).json()["id"] for _ in range(2)]
+    shared_file = storage.path_for(_storage_key(settings, twins[0]))
+    assert _storage_key(settings, twins[1]) == _storage_key(settings, twins[0])
+    assert api.delete(f"/photos/{twins[0]}").status_code == 204
+    assert shared_file.is_file()
+    assert api.delete(f"/photos/{twins[1]}").status_code == 204
+    assert not shared_file.exists()
 
     assert api.delete(f"/persons/{ada['id']}").status_code == 204
     assert api.get(f"/persons/{ada['id']}").status_code == 404

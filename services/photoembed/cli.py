@@ -139,15 +139,10 @@ def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def model_info(settings: Settings) -> int:
-    from photoembed.clip.weights import plan_model
+    from photoembed.clip.embedder import plan_for
 
     try:
-        plan = plan_model(
-            settings.clip_model_name,
-            settings.clip_pretrained,
-            settings.clip_cache_dir,
-            settings.quick_gelu_override,
-        )
+        plan = plan_for(settings)
     except ModelLoadError as exc:
         print(json.dumps({"loadable": False, "error": str(exc)}, indent=2))
         return 1

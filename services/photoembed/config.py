@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     min_image_side: int = 16
 
+    embed_backend: Literal["open_clip", "transformers"] = "open_clip"
+    hf_model: str = "openai/clip-vit-base-patch32"
     clip_model_name: str = "ViT-B-32"
     clip_pretrained: str = "openai"
     clip_cache_dir: Path = Path("./.photoembed/models")

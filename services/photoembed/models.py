@@ -21,7 +21,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-EMBEDDING_DIM = 512
+EMBEDDING_DIM = 512  # the default model's (ViT-B-32)
+# Dimensions with their own HNSW index (migration 0005): CLIP B (512), CLIP L / SigLIP B (768),
+# CLIP H (1024), SigLIP So400m (1152).
+SUPPORTED_DIMS = (512, 768, 1024, 1152)
 
 
 def utcnow() -> datetime:
@@ -105,7 +108,7 @@ class Embedding(Base):
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     quick_gelu: Mapped[bool] = mapped_column(Boolean)
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIM))
+    vector: Mapped[list[float]] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     photo: Mapped[Photo] = relationship(back_populates="embeddings")

@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from photoembed.models import SUPPORTED_DIMS
 from photoembed.vectors import vector_literal
 
 
@@ -82,23 +83,29 @@ def search_similar(
     min_quality: float | None = None,
     person_id: uuid.UUID | None = None,
 ) -> list[SearchHit]:
+    dim = len(query.vector)
+    if dim not in SUPPORTED_DIMS:
+        raise ValueError(f"{dim}-d vectors have no index (supported: {SUPPORTED_DIMS})")
     # Filters run after the index scan; iterative scans keep going until `limit` rows pass them.
     session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
     session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * limit)}"))
-    rows = session.execute(
-        text(
-            """
-            SELECT p.id, p.person_id, p.quality_score,
-                   1 - (e.vector <=> CAST(:q AS vector)) AS similarity
+    # The expression and the `dim` condition match the partial index of that dimension.
+    distance = f"(e.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
+    # dim is one of SUPPORTED_DIMS (checked above); every value goes in as a bound parameter.
+    statement = text(
+        f"""
+            SELECT p.id, p.person_id, p.quality_score, 1 - ({distance}) AS similarity
               FROM embeddings e JOIN photos p ON p.id = e.photo_id
-             WHERE e.model = :model AND p.status = 'READY'
+             WHERE e.dim = {dim} AND e.model = :model AND p.status = 'READY'
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
                AND (CAST(:person AS uuid) IS NULL OR p.person_id = :person)
-             ORDER BY e.vector <=> CAST(:q AS vector)
+             ORDER BY {distance}
              LIMIT :limit
-            """
-        ),
+            """  # noqa: S608
+    )
+    rows = session.execute(
+        statement,
         {
             "q": vector_literal(query.vector),
             "model": query.model,

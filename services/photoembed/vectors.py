@@ -11,8 +11,6 @@ from sqlalchemy.orm import Session
 
 from photoembed.clip.embedder import LoadedModel
 
-BACKEND = "open_clip"
-
 
 def vector_literal(vector: Sequence[float]) -> str:
     """pgvector's text form, for `CAST(:v AS vector)`."""
@@ -37,7 +35,7 @@ def insert_embedding(
         {
             "photo_id": photo_id,
             "model": loaded.identity,
-            "backend": BACKEND,
+            "backend": plan.backend,
             "model_name": plan.model_name,
             "pretrained": plan.pretrained,
             "sha": loaded.weights_sha256,

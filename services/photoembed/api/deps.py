@@ -11,8 +11,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from photoembed.clip.embedder import active_identity
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.weights import active_identity
 from photoembed.config import Settings
 from photoembed.db import get_sessionmaker
 from photoembed.storage import PhotoStorage
@@ -56,12 +56,7 @@ def get_active_model(request: Request, settings: SettingsDep) -> str | None:
     state = request.app.state
     if not hasattr(state, "active_model"):
         try:
-            state.active_model = active_identity(
-                settings.clip_model_name,
-                settings.clip_pretrained,
-                settings.clip_cache_dir,
-                settings.quick_gelu_override,
-            )
+            state.active_model = active_identity(settings)
         except ModelLoadError:
             state.active_model = None
     active: str | None = state.active_model

@@ -18,6 +18,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from photoembed.clip import hf_backend
 from photoembed.clip.batching import MicroBatcher
 from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
 from photoembed.clip.weights import (
@@ -116,14 +117,32 @@ def _build(plan: ModelPlan, device: str) -> tuple[Any, Any]:
     return model, preprocess
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    started = time.perf_counter()
-    plan = plan_model(
+def plan_for(settings: Settings) -> ModelPlan:
+    """What the configured backend would load, from where, with which activation."""
+    if settings.embed_backend == "transformers":
+        return hf_backend.plan_transformers(
+            settings.hf_model, settings.clip_cache_dir, settings.quick_gelu_override
+        )
+    return plan_model(
         settings.clip_model_name,
         settings.clip_pretrained,
         settings.clip_cache_dir,
         settings.quick_gelu_override,
     )
+
+
+def active_identity(settings: Settings) -> str:
+    """The identity vectors of the configured model carry, without loading it (hashes a weights
+    file only when no checksum is recorded for it)."""
+    plan = plan_for(settings)
+    if plan.weights_path is None:
+        raise WeightsNotFoundError(f"{plan.model_name} is not downloaded yet")
+    return plan.identity(plan.expected_sha256 or verify_checksum(plan.weights_path, None))
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    started = time.perf_counter()
+    plan = plan_for(settings)
     device, device_reason = select_device(settings.clip_device)
     log.info(
         "model.loading",
@@ -138,6 +157,11 @@ def load_model(settings: Settings) -> LoadedModel:
     )
     if plan.weights_path is not None:
         verify_checksum(plan.weights_path, plan.expected_sha256)
+    if plan.backend == hf_backend.BACKEND:
+        model, preprocess, embed_dim = hf_backend.load_transformers(plan, device)
+        if plan.source == "hub":
+            plan = plan_for(settings)
+        return _loaded(model, preprocess, plan, device, embed_dim, started)
     try:
         model, preprocess = _build(plan, device)
     except RuntimeError as exc:
@@ -151,12 +175,20 @@ def load_model(settings: Settings) -> LoadedModel:
     model.eval()
 
     if plan.source == "hub":  # now it is in the cache: record what was fetched
-        plan = plan_model(
-            plan.model_name, plan.pretrained, plan.cache_dir, settings.quick_gelu_override
-        )
+        plan = plan_for(settings)
+    return _loaded(model, preprocess, plan, device, int(model.visual.output_dim), started)
+
+
+def _loaded(
+    model: torch.nn.Module,
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    plan: ModelPlan,
+    device: str,
+    embed_dim: int,
+    started: float,
+) -> LoadedModel:
     assert plan.weights_path is not None
     sha256 = plan.expected_sha256 or verify_checksum(plan.weights_path, None)
-    embed_dim = int(model.visual.output_dim)
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
@@ -233,7 +265,7 @@ class ClipEmbedder:
             if self._loaded is None:
                 torch.set_num_threads(torch_threads_for(self._settings))
                 self._loaded = load_model(self._settings)
-                if self._image_only:
+                if self._image_only and self._loaded.plan.backend == "open_clip":
                     _drop_text_tower(self._loaded.model)
                 MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
             return self._loaded
@@ -257,9 +289,16 @@ class ClipEmbedder:
         loaded = self.load()
         if self._image_only:
             raise RuntimeError("this embedder was loaded image-only; text needs the text tower")
-        tokens = open_clip.get_tokenizer(loaded.plan.model_name)(list(texts))
         with torch.inference_mode():
-            features = loaded.model.encode_text(tokens.to(loaded.device))  # type: ignore[operator]
+            if loaded.plan.backend == hf_backend.BACKEND:
+                assert isinstance(loaded.model, hf_backend.TransformersImageModel)
+                tokens = hf_backend.tokenize(loaded.plan, texts, loaded.model.text_vocab_size)
+                features = loaded.model.encode_text(
+                    **{k: v.to(loaded.device) for k, v in tokens.items()}
+                )
+            else:
+                ids = open_clip.get_tokenizer(loaded.plan.model_name)(list(texts))
+                features = loaded.model.encode_text(ids.to(loaded.device))  # type: ignore[operator]
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 

@@ -54,7 +54,17 @@ def _write_with_sidecar(
 
 
 def download_weights(settings: Settings) -> tuple[Path, WeightsMeta]:
-    """Fill the cache with the configured tag's weights and record their metadata beside them."""
+    """Fill the cache with the configured tag's weights and record their metadata beside them
+    (with EMBED_BACKEND=transformers: the HF_MODEL repository, config and tokenizer included)."""
+    if settings.embed_backend == "transformers":
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(settings.hf_model, cache_dir=str(settings.clip_cache_dir)))
+        weights = next(
+            folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()
+        )
+        meta = WeightsMeta(settings.hf_model, None, False, 0, sha256_file(weights))
+        return weights, meta
     plan = plan_model(
         settings.clip_model_name, settings.clip_pretrained, settings.clip_cache_dir, None
     )

@@ -20,7 +20,7 @@ from PIL import Image
 from photoembed.clip.embedder import ClipEmbedder, LoadedModel
 from photoembed.clip.errors import ModelLoadError
 from photoembed.config import Settings
-from photoembed.models import EMBEDDING_DIM
+from photoembed.models import SUPPORTED_DIMS
 
 NORM_TOLERANCE = 1e-3
 # Recomputing the same weights differs by ~1e-7; GELU vs QuickGELU on the same weights by ~1e-3.
@@ -115,12 +115,12 @@ def run_selfcheck(
     result.identity = loaded.identity
     vector = embedder.embed_images([probe_image()])[0].astype(np.float64)
 
-    if loaded.embed_dim != EMBEDDING_DIM or vector.shape != (EMBEDDING_DIM,):
+    if loaded.embed_dim not in SUPPORTED_DIMS or vector.shape != (loaded.embed_dim,):
         findings.append(
             Finding(
                 "dimension",
-                f"model {loaded.identity} gives {vector.shape[0]}-d vectors; the database stores "
-                f"{EMBEDDING_DIM}-d",
+                f"model {loaded.identity} gives {vector.shape[0]}-d vectors (declared "
+                f"{loaded.embed_dim}); the database indexes {', '.join(map(str, SUPPORTED_DIMS))}",
             )
         )
     if not np.all(np.isfinite(vector)):

@@ -66,6 +66,7 @@ class ModelPlan:
     expected_sha256: str | None
     metadata_quick_gelu: bool | None
     cache_dir: Path
+    backend: str = "open_clip"
 
     @property
     def activation(self) -> str:
@@ -75,7 +76,7 @@ class ModelPlan:
         """The name stored beside every vector: same identity, same embeddings."""
         weights = self.tag or "file"
         digest = (sha256 or self.expected_sha256 or "unknown")[:12]
-        return f"open_clip:{self.model_name}:{weights}:{digest}:{self.activation}"
+        return f"{self.backend}:{self.model_name}:{weights}:{digest}:{self.activation}"
 
     def describe(self) -> dict[str, Any]:
         info = asdict(self)
@@ -262,19 +263,6 @@ def plan_model(
         metadata_quick_gelu=tag_quick_gelu,
         cache_dir=cache_dir,
     )
-
-
-def active_identity(
-    model_name: str, pretrained: str, cache_dir: Path, quick_gelu_override: bool | None
-) -> str:
-    """The identity vectors of the configured model carry, without loading it (hashes a weights
-    file only when no checksum is recorded for it)."""
-    plan = plan_model(model_name, pretrained, cache_dir, quick_gelu_override)
-    if plan.weights_path is None:
-        raise WeightsNotFoundError(
-            missing_weights_message(model_name, pretrained, cache_dir, "not downloaded yet")
-        )
-    return plan.identity(plan.expected_sha256 or sha256_file(plan.weights_path))
 
 
 def verify_checksum(path: Path, expected: str | None) -> str:
