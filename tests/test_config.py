@@ -37,3 +37,14 @@ def test_api_refuses_placeholder_or_missing_keys_outside_dev():
 def test_api_keys_are_read_as_a_comma_separated_list(monkeypatch):
     monkeypatch.setenv("API_KEYS", "one, two,,three")
     assert Settings().api_keys == ["one", "two", "three"]
+
+
+def test_readme_configuration_table_is_the_generated_one():
+    from photoembed.config import settings_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
+    end = readme.index("\n<!-- /settings-table -->")
+    assert readme[start:end] == settings_table(), (
+        "run `photoembed settings` and paste it into the README"
+    )

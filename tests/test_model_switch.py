@@ -101,4 +101,18 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     under_a = client.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()
     assert under_a["model"] == model_a != model_b
     assert {hit["photo_id"] for hit in under_a["results"]} == set(ids)
-    print(f"backfill: killed at {partial}/24, resumed to 24/24; model B = {model_b}")
+    api_a_again.stop()
+
+    # and with --enqueue, workers already running a model C do the backfill from Redis messages
+    weights_c = tmp_path / "model-c.bin"
+    write_random_weights(weights_c, "ViT-B-32", quick_gelu=True, seed=2)
+    settings_c = settings_a.model_copy(update={"clip_pretrained": str(weights_c)})
+    model_c = active_identity(settings_c)
+    worker_c = start_service("worker", settings_c)
+    worker_c.wait_for_log("selfcheck.passed")
+    assert start_service("backfill", settings_c, "--enqueue").wait() == 0
+    wait_until(lambda: _vectors_of(settings_c, model_c) == 24, timeout=180)
+    assert "photo.backfilled" in worker_c.log
+    print(
+        f"backfill: killed at {partial}/24, resumed to 24/24; model B = {model_b}; enqueued C 24/24"
+    )

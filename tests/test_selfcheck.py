@@ -133,3 +133,36 @@ def test_a_warning_log_record_during_load_is_a_finding():
     _loaded, findings = _load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
     assert [f.code for f in findings] == ["load_log"]
     assert "initialized randomly" in findings[0].message
+
+
+def test_model_download_records_metadata_and_model_info_says_what_would_load(
+    settings, start_service, weights_file, tmp_path
+):
+    import json as jsonlib
+
+    from tests.helpers import seed_hf_cache
+
+    cache = tmp_path / "cache"
+    snapshot = seed_hf_cache(cache, weights_file)
+    local = settings.model_copy(update={"clip_cache_dir": cache})
+
+    download = start_service("model", local, "download")
+    assert download.wait() == 0, download.log
+    meta = jsonlib.loads(snapshot.with_name(snapshot.name + ".meta.json").read_text())
+    assert meta["pretrained_tag"] == "openai" and meta["quick_gelu"] is True
+    assert meta["embed_dim"] == 512 and meta["sha256"] == read_sidecar(weights_file).sha256
+
+    info = start_service("model", local, "info")
+    assert info.wait() == 0
+    described = jsonlib.loads(info.log[info.log.index("{\n") :])
+    assert described["loadable"] is True and described["source"] == "cache"
+    assert (
+        described["activation"] == "quickgelu"
+        and "OpenCLIP metadata" in described["activation_source"]
+    )
+
+    offline = start_service(
+        "model", local.model_copy(update={"clip_cache_dir": tmp_path / "none"}), "download"
+    )
+    assert offline.wait() == 1
+    assert "photoembed model download" in offline.log and "HF_HUB_OFFLINE=1" in offline.log

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from photoembed.clip.errors import ModelLoadError
-from photoembed.config import Settings, get_settings
+from photoembed.config import Settings, get_settings, settings_table
 from photoembed.logging import configure_logging, get_logger
 
 log = get_logger("photoembed.cli")
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--all", action="store_true", help="every photo, not only READY ones")
     backfill.add_argument("--batch-size", type=int, default=16)
     backfill.add_argument("--enqueue", action="store_true", help="send the work to the workers")
+    sub.add_parser("settings", help="print the settings table (name, type, default)")
     sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "settings":
+        print(settings_table())
+        return 0
     if args.command == "logcheck":
         return run_logcheck(args.file)
     if args.command == "dev":

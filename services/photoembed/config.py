@@ -97,6 +97,19 @@ class Settings(BaseSettings):
         return self.selfcheck_reference_dir or self.clip_cache_dir / "references"
 
 
+def settings_table() -> str:
+    """The configuration table of the README, generated from this class (`photoembed settings`).
+    What each setting means is said beside it in `.env.example`."""
+    rows = ["| variable | type | default |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = ",".join(default) if isinstance(default, list) else default
+        annotation = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+        annotation = annotation.replace("<class '", "").replace("'>", "").replace("|", "or")
+        rows.append(f"| `{name.upper()}` | {annotation} | `{'' if shown is None else shown}` |")
+    return "\n".join(rows)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
