@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from photoembed.clip.embedder import ClipEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
-from photoembed.images import ImageError, load_rgb
+from photoembed.images import ImageError
 from photoembed.logging import get_logger
 from photoembed.storage import PhotoStorage
 from photoembed.vectors import insert_embedding
+from photoembed.worker.pipeline import decode_stored
 
 log = get_logger(__name__)
 
@@ -129,12 +130,7 @@ def run_backfill(
         images, ids = [], []
         for photo_id, key in batch:
             try:
-                image, _ = load_rgb(
-                    storage.read_path(key),
-                    max_pixels=settings.max_image_pixels,
-                    min_side=settings.min_image_side,
-                    draft_side=settings.decode_draft_side,
-                )
+                image, _ = decode_stored(settings, storage, key)
             except (ImageError, FileNotFoundError) as exc:
                 result.failed[str(photo_id)] = str(exc)
                 skip.append(photo_id)

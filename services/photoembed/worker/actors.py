@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -38,14 +39,17 @@ def _retry_transient(retries: int, exception: BaseException) -> bool:
     return retries <= settings.max_retries and isinstance(exception, TRANSIENT_ERRORS)
 
 
-@dramatiq.actor(
-    actor_name=EMBED_PHOTO,
-    queue_name=settings.queue_name,
-    retry_when=_retry_transient,
-    min_backoff=1_000,
-    max_backoff=60_000,
-    time_limit=10 * 60_000,
-)
+# Transient errors retry with exponential backoff (1 s to 60 s); a photo gets 10 minutes.
+ACTOR_OPTIONS: dict[str, Any] = {
+    "queue_name": settings.queue_name,
+    "retry_when": _retry_transient,
+    "min_backoff": 1_000,
+    "max_backoff": 60_000,
+    "time_limit": 10 * 60_000,
+}
+
+
+@dramatiq.actor(actor_name=EMBED_PHOTO, **ACTOR_OPTIONS)
 def embed_photo(photo_id: str) -> None:
     """Embed a newly uploaded photo and mark it READY (or FAILED)."""
     message = CurrentMessage.get_current_message()
@@ -60,14 +64,7 @@ def embed_photo(photo_id: str) -> None:
     )
 
 
-@dramatiq.actor(
-    actor_name=BACKFILL_PHOTO,
-    queue_name=settings.queue_name,
-    retry_when=_retry_transient,
-    min_backoff=1_000,
-    max_backoff=60_000,
-    time_limit=10 * 60_000,
-)
+@dramatiq.actor(actor_name=BACKFILL_PHOTO, **ACTOR_OPTIONS)
 def backfill_photo(photo_id: str) -> None:
     """Give an existing photo a vector of this worker's model; its status does not change."""
     backfill_one(uuid.UUID(photo_id), settings, get_embedder(settings, image_only=True))

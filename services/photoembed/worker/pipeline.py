@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from photoembed.clip.embedder import ClipEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
-from photoembed.images import ImageError, load_rgb
+from photoembed.images import ImageError, ImageInfo, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import (
     DECODE_SECONDS,
@@ -49,6 +50,18 @@ class ClaimedPhoto:
     id: uuid.UUID
     storage_key: str
     attempts: int
+
+
+def decode_stored(
+    settings: Settings, storage: PhotoStorage, key: str
+) -> tuple[Image.Image, ImageInfo]:
+    """A stored photo as RGB at about twice the model's input, within the configured limits."""
+    return load_rgb(
+        storage.read_path(key),
+        max_pixels=settings.max_image_pixels,
+        min_side=settings.min_image_side,
+        draft_side=settings.decode_draft_side,
+    )
 
 
 def claim_photo(
@@ -160,13 +173,7 @@ def process_photo(
     STATUS_TRANSITIONS.labels(PhotoStatus.PROCESSING).inc()
     try:
         decode_started = time.perf_counter()
-        path = storage.read_path(claimed.storage_key)
-        image, info = load_rgb(
-            path,
-            max_pixels=settings.max_image_pixels,
-            min_side=settings.min_image_side,
-            draft_side=settings.decode_draft_side,
-        )
+        image, info = decode_stored(settings, storage, claimed.storage_key)
         quality = quality_score(image, (info.width, info.height))
         DECODE_SECONDS.observe(time.perf_counter() - decode_started)
         vector = embedder.embed_image(image)
@@ -225,12 +232,7 @@ def backfill_one(photo_id: uuid.UUID, settings: Settings, embedder: ClipEmbedder
         log.info("photo.skipped", reason="already has a vector of this model, or deleted")
         return "skipped"
     try:
-        image, _ = load_rgb(
-            PhotoStorage(settings.storage_dir).read_path(key),
-            max_pixels=settings.max_image_pixels,
-            min_side=settings.min_image_side,
-            draft_side=settings.decode_draft_side,
-        )
+        image, _ = decode_stored(settings, PhotoStorage(settings.storage_dir), key)
     except (ImageError, FileNotFoundError) as exc:
         log.warning("photo.backfill_failed", error=str(exc))
         return PhotoStatus.FAILED
