@@ -139,10 +139,15 @@ class ServiceProcess:
         assert self.process is not None
         return self.process.wait(timeout)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0, *, group: bool = True) -> None:
+        """Signal the process group (kill -9 of a whole worker), or with group=False only the main
+        process, as `docker stop` does: Dramatiq forwards it, and a second SIGTERM would mean "kill"."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, sig)
+        if group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

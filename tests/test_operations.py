@@ -104,7 +104,7 @@ def test_sigterm_during_a_run_loses_nothing(settings, api, start_service):
     wait_until(
         lambda: list(statuses(settings.database_url, ids).values()).count("READY") >= 3, timeout=120
     )
-    worker.stop(signal.SIGTERM, timeout=120)
+    worker.stop(signal.SIGTERM, timeout=120, group=False)
     assert worker.process is not None and worker.process.returncode == 0
     assert "Worker has been shut down" in worker.log
 
