@@ -7,7 +7,6 @@ use these same classes, so the tests run against the services a newcomer runs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -136,9 +135,3 @@ class LocalRedis:
                 self._process.wait()
             log.info("redis.stopped", port=self.port)
         self._process = None
-
-    def kill(self) -> None:
-        if self._process is not None:
-            os.kill(self._process.pid, 9)
-            self._process.wait()
-            self._process = None

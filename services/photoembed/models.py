@@ -21,7 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-EMBEDDING_DIM = 512  # the default model's (ViT-B-32)
 # Dimensions with their own HNSW index (migration 0005): CLIP B (512), CLIP L / SigLIP B (768),
 # CLIP H (1024), SigLIP So400m (1152).
 SUPPORTED_DIMS = (512, 768, 1024, 1152)

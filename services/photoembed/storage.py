@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1024 * 1024
 
 
 class TooLargeError(Exception):

@@ -256,10 +256,6 @@ class ClipEmbedder:
             on_batch=_observe_batch,
         )
 
-    @property
-    def is_loaded(self) -> bool:
-        return self._loaded is not None
-
     def load(self) -> LoadedModel:
         with self._lock:
             if self._loaded is None:
