@@ -2,8 +2,10 @@
 
 Everything runs here, on the real stack: embedded Postgres, Redis, `photoembed api` and
 `photoembed worker` processes, ViT-B-32 loaded through OpenCLIP from a seeded offline cache (random
-weights: the architecture and its cost are real, the vectors mean nothing). Prints a table and
-writes bench/results.json. Ratios are what to compare across machines; absolute numbers are not.
+weights: the architecture and its cost are real, the vectors mean nothing). Both image runtimes are
+measured (EMBED_RUNTIME=torch and onnx), each against its own model-only ceiling; the top-level
+keys are the default runtime's. Prints a table and writes bench/results.json. Ratios are what to
+compare across machines; absolute numbers are not.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import httpx
 import numpy as np
 import psutil
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,7 @@ from tests.helpers import (  # noqa: E402
 
 from photoembed.cli import migrate  # noqa: E402
 from photoembed.clip.embedder import ClipEmbedder  # noqa: E402
+from photoembed.clip.onnx_runtime import OnnxEmbedder  # noqa: E402
 from photoembed.config import Settings  # noqa: E402
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port  # noqa: E402
 from photoembed.images import load_rgb  # noqa: E402
@@ -74,16 +76,16 @@ def photo_set(folder: Path, count: int) -> list[Path]:
 
 
 def measure_ceiling(
-    embedder: ClipEmbedder, batch_sizes: list[int]
+    embedder: ClipEmbedder | OnnxEmbedder, batch_sizes: list[int]
 ) -> tuple[float, dict[int, float]]:
     rates = {}
     for size in batch_sizes:
-        batch = torch.randn(size, 3, 224, 224)
-        embedder.embed_tensors(batch)  # warm-up
+        batch = np.random.default_rng(size).standard_normal((size, 3, 224, 224), np.float32)
+        embedder.embed_pixels(batch)  # warm-up
         runs = max(2, 48 // size)
         started = time.perf_counter()
         for _ in range(runs):
-            embedder.embed_tensors(batch)
+            embedder.embed_pixels(batch)
         rates[size] = size * runs / (time.perf_counter() - started)
     return max(rates.values()), rates
 
@@ -94,7 +96,7 @@ def measure_naive(embedder: ClipEmbedder, photos: list[Path]) -> float:
     for path in photos:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
-        embedder.embed_tensors(embedder.preprocess(rgb).unsqueeze(0))
+        embedder.embed_pixels(embedder.preprocess(rgb).numpy()[None])
     return len(photos) / (time.perf_counter() - started)
 
 
@@ -192,7 +194,7 @@ class Profiler:
         )
         self.output = output
         self.process = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(target.pid), "--format", "raw", "--rate", "50",
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(target.pid), "--format", "raw", "--rate", "50",
              "--output", str(output), "--nonblocking", "--threads"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -243,7 +245,9 @@ def upload(client: httpx.Client, path: Path) -> str:
 def measure_service(
     settings: Settings, photos: list[Path], workdir: Path, light: int, profile: Path | None
 ) -> dict[str, Any]:
-    api = ServiceProcess(["api"], settings_env(settings), workdir / "api.log").start()
+    # One log per run: a reused file would already hold the previous run's startup line.
+    name = settings.embed_runtime
+    api = ServiceProcess(["api"], settings_env(settings), workdir / f"api-{name}.log").start()
     api.wait_for_log("Application startup complete", timeout=120)
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{settings.api_port}",
@@ -252,7 +256,9 @@ def measure_service(
     )
     first = upload(client, photos[0])
     boot_started = time.perf_counter()
-    worker = ServiceProcess(["worker"], settings_env(settings), workdir / "worker.log").start()
+    worker = ServiceProcess(
+        ["worker"], settings_env(settings), workdir / f"worker-{name}.log"
+    ).start()
     assert worker.process is not None
     rss = PeakRss(worker.process.pid)
     rss.start()
@@ -296,6 +302,39 @@ def hottest_frames(service: dict[str, Any]) -> list[tuple[str, float]]:
     return [(f["frame"], f["share"]) for f in service["profile_hottest_frames"]]
 
 
+RUNTIMES = ("torch", "onnx")
+
+
+def service_rows(runtime: str, service: dict[str, Any]) -> list[tuple[str, str]]:
+    stages = service["worker_stages"]
+    return [
+        (f"[{runtime}] service end to end (photos/s)", f"{service['service_photos_per_s']:.2f}"),
+        (
+            f"[{runtime}] service / own ceiling (goal >= 0.8)",
+            f"{service['service_vs_ceiling']:.2f}",
+        ),
+        (f"[{runtime}] service / naive (goal >= 3)", f"{service['service_vs_naive']:.2f}"),
+        (
+            f"[{runtime}] latency p50 / p95, light load (ms)",
+            f"{service['latency_p50_ms']:.0f} / {service['latency_p95_ms']:.0f}",
+        ),
+        (
+            f"[{runtime}] latency p50 / p95, backlog (ms)",
+            f"{service['backlog_latency_p50_ms']:.0f} / {service['backlog_latency_p95_ms']:.0f}",
+        ),
+        (
+            f"[{runtime}] worker RSS peak / after (MB, goal < 1536)",
+            f"{service['worker_peak_rss_mb']:.0f} / {service['worker_rss_after_run_mb']:.0f}",
+        ),
+        (f"[{runtime}] boot to first READY (s)", f"{service['boot_to_first_ready_s']:.1f}"),
+        (
+            f"[{runtime}] worker: decode+score / inference (s)",
+            f"{stages['decode_and_score_s']:.1f} / {stages['inference_s']:.1f}",
+        ),
+        (f"[{runtime}] worker: mean batch size", f"{stages['mean_batch_size']:.1f}"),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=48)
@@ -303,11 +342,15 @@ def main() -> int:
     parser.add_argument("--worker-threads", type=int, default=8)
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the worker during the backlog (raw stacks)"
     )
     args = parser.parse_args()
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    primary = Settings.model_fields["embed_runtime"].default
+    primary = primary if primary in runtimes else runtimes[0]
 
     cache_root = REPO / ".cache"
     photos = photo_set(cache_root / "bench-photos", args.photos)
@@ -336,26 +379,59 @@ def main() -> int:
             )
             migrate(settings.database_url)
 
-            embedder = ClipEmbedder(settings)
-            embedder.load()
-            ceiling, by_batch = measure_ceiling(embedder, [1, 8, 16, 32])
-            naive = measure_naive(embedder, photos[:12])
-            parity = preprocessing_parity(embedder, [p for p in photos[:12] if p.suffix == ".jpeg"])
-            del embedder
+            torch_embedder = ClipEmbedder(settings)
+            torch_embedder.load()
+            ceilings = {"torch": measure_ceiling(torch_embedder, [1, 8, 16, 32])}
+            naive = measure_naive(torch_embedder, photos[:12])
+            jpegs = [p for p in photos[:12] if p.suffix == ".jpeg"]
+            parity = preprocessing_parity(torch_embedder, jpegs)
+            onnx_export_s = None
+            if "onnx" in runtimes:
+                started = time.perf_counter()
+                onnx_embedder = OnnxEmbedder(settings)
+                onnx_embedder.load()  # exports once; the worker then finds it in the cache
+                onnx_export_s = time.perf_counter() - started
+                ceilings["onnx"] = measure_ceiling(onnx_embedder, [1, 8, 16, 32])
+                loaded = [Image.open(p).convert("RGB") for p in photos[:4]]
+                onnx_vs_torch = float(
+                    np.abs(
+                        onnx_embedder.embed_images(loaded) - torch_embedder.embed_images(loaded)
+                    ).max()
+                )
+                del onnx_embedder
+            del torch_embedder
 
-            service = measure_service(settings, photos, workdir, args.light, args.profile)
+            services: dict[str, dict[str, Any]] = {}
+            for runtime in runtimes:
+                run_settings = settings.model_copy(
+                    update={"embed_runtime": runtime, "storage_dir": workdir / f"photos-{runtime}"}
+                )
+                profile = args.profile.with_suffix(f".{runtime}.txt") if args.profile else None
+                service = measure_service(run_settings, photos, workdir, args.light, profile)
+                ceiling = ceilings[runtime][0]
+                service["ceiling_images_per_s"] = ceiling
+                service["service_vs_ceiling"] = service["service_photos_per_s"] / ceiling
+                service["service_vs_torch_ceiling"] = (
+                    service["service_photos_per_s"] / ceilings["torch"][0]
+                )
+                service["service_vs_naive"] = service["service_photos_per_s"] / naive
+                services[runtime] = service
         finally:
             redis_server.stop()
             postgres.stop()
 
     results: dict[str, Any] = {
-        "ceiling_images_per_s": ceiling,
-        "ceiling_by_batch_size": by_batch,
+        "runtime": primary,
+        **services[primary],
         "naive_photos_per_s": naive,
-        **service,
-        "service_vs_ceiling": service["service_photos_per_s"] / ceiling,
-        "service_vs_naive": service["service_photos_per_s"] / naive,
+        "ceilings": {
+            runtime: {"best_images_per_s": best, "by_batch_size": by_batch}
+            for runtime, (best, by_batch) in ceilings.items()
+        },
+        "runtimes": services,
         "draft_decode_parity": parity,
+        "onnx_export_and_load_s": onnx_export_s,
+        "onnx_vs_torch_max_abs": onnx_vs_torch if "onnx" in runtimes else None,
         "config": {
             "photos": len(photos),
             "mix": [f"{w}x{h} {f}" for w, h, f, _ in MIX],
@@ -368,42 +444,32 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     rows = [
-        ("model ceiling (images/s, best batch)", f"{ceiling:.2f}"),
-        ("naive worker (photos/s)", f"{naive:.2f}"),
-        ("service end to end (photos/s)", f"{service['service_photos_per_s']:.2f}"),
-        ("service / ceiling (goal >= 0.8)", f"{results['service_vs_ceiling']:.2f}"),
-        ("service / naive (goal >= 3)", f"{results['service_vs_naive']:.2f}"),
         (
-            "latency p50 / p95, light load (ms)",
-            f"{service['latency_p50_ms']:.0f} / {service['latency_p95_ms']:.0f}",
-        ),
-        (
-            "latency p50 / p95, backlog (ms)",
-            f"{service['backlog_latency_p50_ms']:.0f} / {service['backlog_latency_p95_ms']:.0f}",
-        ),
-        (
-            "worker RSS peak / after the run (MB, goal < 1536)",
-            f"{service['worker_peak_rss_mb']:.0f} / {service['worker_rss_after_run_mb']:.0f}",
-        ),
-        ("boot to first READY (s)", f"{service['boot_to_first_ready_s']:.1f}"),
-        (
-            "worker: decode+score / inference (s)",
-            f"{service['worker_stages']['decode_and_score_s']:.1f} / {service['worker_stages']['inference_s']:.1f}",
-        ),
-        ("worker: mean batch size", f"{service['worker_stages']['mean_batch_size']:.1f}"),
+            f"model ceiling {runtime} (images/s, best batch)",
+            f"{best:.2f}  by batch " + ", ".join(f"{b}: {r:.1f}" for b, r in by_batch.items()),
+        )
+        for runtime, (best, by_batch) in ceilings.items()
+    ]
+    rows.append(("naive worker (photos/s)", f"{naive:.2f}"))
+    for runtime, service in services.items():
+        rows.extend(service_rows(runtime, service))
+    rows.append(
         (
             "draft vs full decode: max abs / min cos",
             f"{parity['max_abs_diff']:.2e} / {parity['min_cosine']:.6f}",
-        ),
-    ]
+        )
+    )
+    if "onnx" in runtimes:
+        rows.append(("onnx vs torch embeddings: max abs", f"{onnx_vs_torch:.2e}"))
     width = max(len(name) for name, _ in rows)
     print(json.dumps(results, indent=2))
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    for frame, share in hottest_frames(service):
-        print(f"  profile {share:6.1%}  {frame}")
-    print(f"\nwritten to {args.output}")
+    for runtime, service in services.items():
+        for frame, share in hottest_frames(service):
+            print(f"  [{runtime}] profile {share:6.1%}  {frame}")
+    print(f"\nwritten to {args.output} (top-level keys: the {primary} runtime)")
     return 0
 
 

@@ -87,10 +87,7 @@ def random_weights(path: Path) -> WeightsMeta:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process read exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIP_", "API_", "WORKER_"))}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    env.update(settings.environment())
     env["HF_HUB_OFFLINE"] = "1"
     env["LOG_FORMAT"] = "json"
     return env

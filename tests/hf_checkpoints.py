@@ -1,5 +1,5 @@
 """Hugging Face checkpoints for the transformers backend, made here (no hub): our OpenCLIP ViT-B-32
-weights converted to a `CLIPModel` folder, and a small random SigLIP (768-d) folder."""
+weights converted to a `CLIPModel` folder, and SigLIP / SigLIP2 folders with published configs."""
 
 from __future__ import annotations
 
@@ -79,15 +79,26 @@ def write_hf_clip_768(folder: Path, seed: int = 0) -> Path:
 
 
 def write_hf_siglip(folder: Path, seed: int = 0) -> Path:
-    """SigLIP B/16 at 224 px, random weights: 768-d image features (what siglip2-base-patch16-224
-    loads as through AutoModel)."""
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTextConfig
+    """google/siglip-base-patch16-224's published config (text vocabulary 32000 and no token ids,
+    so SiglipTextConfig's defaults bos 49406 / eos 49407 apply and lie outside it), random weights.
+    transformers warns about those ids on load, truly for this checkpoint."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     torch.manual_seed(seed)
-    # SiglipTextConfig's default token ids lie outside its vocabulary and transformers warns about
-    # it (which our self-check refuses): name ids that exist.
-    text = SiglipTextConfig(bos_token_id=1, eos_token_id=1, pad_token_id=1)
-    config = SiglipConfig(text_config=text.to_dict())
+    config = SiglipConfig(text_config={"vocab_size": 32000}, vision_config={})
+    SiglipModel(config).save_pretrained(folder)
+    SiglipImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def write_hf_siglip2_base(folder: Path, seed: int = 0) -> Path:
+    """google/siglip2-base-patch16-224 as published (config.json: model_type "siglip", text vocabulary
+    256000, default B/16 towers at 224 px; SiglipImageProcessor's defaults), random weights. Its
+    Gemma tokenizer ships with no installed package, so the folder has none."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    torch.manual_seed(seed)
+    config = SiglipConfig(text_config={"vocab_size": 256000}, vision_config={})
     SiglipModel(config).save_pretrained(folder)
     SiglipImageProcessor().save_pretrained(folder)
     return folder

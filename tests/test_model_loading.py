@@ -54,7 +54,7 @@ def test_embeddings_match_an_independent_quick_gelu_forward_pass_and_not_a_gelu_
 ):
     embedder = ClipEmbedder(model_settings)
     batch = _batch(embedder)
-    service = torch.from_numpy(embedder.embed_tensors(batch)).double()
+    service = torch.from_numpy(embedder.embed_pixels(batch.numpy())).double()
     state = torch.load(weights_file, weights_only=True)
 
     with_quick_gelu = reference_vit.encode_image(state, batch, reference_vit.quick_gelu)
@@ -100,7 +100,9 @@ def test_save_and_reload_through_a_weights_file_keeps_quick_gelu_and_the_embeddi
     assert reloaded.load().plan.source == "file"
     assert _activation_of(reloaded) == "QuickGELU"
     batch = _batch(original)
-    assert np.array_equal(original.embed_tensors(batch), reloaded.embed_tensors(batch))
+    assert np.array_equal(
+        original.embed_pixels(batch.numpy()), reloaded.embed_pixels(batch.numpy())
+    )
     assert reloaded.load().weights_sha256 == meta.sha256
 
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from photoembed.clip.selfcheck import _load_recording
+from photoembed.clip.selfcheck import load_recording
 from photoembed.clip.weights import read_sidecar
 from photoembed.config import Settings
 from tests.helpers import encode, make_photo, seed_hf_cache, wait_for_status
@@ -130,7 +130,7 @@ class _LoggingEmbedder:
 
 
 def test_a_warning_log_record_during_load_is_a_finding():
-    _loaded, findings = _load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
+    _loaded, findings = load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
     assert [f.code for f in findings] == ["load_log"]
     assert "initialized randomly" in findings[0].message
 

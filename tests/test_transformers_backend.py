@@ -3,15 +3,23 @@ vectors of another dimension through the whole product."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import numpy as np
 import pytest
 import torch
 
 from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.errors import ModelLoadError
 from tests.conftest import TEST_API_KEY
 from tests.helpers import encode, make_photo, wait_for_status
-from tests.hf_checkpoints import write_hf_clip, write_hf_clip_768, write_hf_siglip
+from tests.hf_checkpoints import (
+    write_hf_clip,
+    write_hf_clip_768,
+    write_hf_siglip,
+    write_hf_siglip2_base,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +44,9 @@ def test_transformers_and_open_clip_give_the_same_embeddings_for_the_same_weight
     photos = [make_photo(seed, (640, 480)) for seed in (51, 52, 53)]
 
     # the models alone, on the very same pixels
-    pixels = torch.stack([open_clip_side.preprocess(photo) for photo in photos])
-    a = open_clip_side.embed_tensors(pixels)
-    b = transformers_side.embed_tensors(pixels)
+    pixels = torch.stack([open_clip_side.preprocess(photo) for photo in photos]).numpy()
+    a = open_clip_side.embed_pixels(pixels)
+    b = transformers_side.embed_pixels(pixels)
     model_diff = float(np.abs(a - b).max())
 
     # each backend end to end, with its own preprocessing
@@ -66,11 +74,12 @@ def test_the_self_check_passes_a_clean_transformers_load_and_refuses_ones_that_w
     assert refused.wait() == 1
     assert "load_log" in refused.log and "transformers.modeling_utils" in refused.log
 
-    # transformers 5.x warns about SiglipTextConfig's own default token ids on every SigLIP load
+    # SigLIP v1's config leaves bos/eos at SiglipTextConfig's defaults, outside its own vocabulary:
+    # transformers warns, and here the warning is true, so it is not excused
     siglip = write_hf_siglip(tmp_path / "siglip")
     warned = start_service("selfcheck", settings, HF_MODEL=str(siglip), **backend)
     assert warned.wait() == 1
-    assert "bos_token_id must be" in warned.log
+    assert "bos_token_id must be" in warned.log and "selfcheck.excused" not in warned.log
 
 
 def test_a_768_dimensional_model_runs_through_upload_worker_and_search(
@@ -109,3 +118,51 @@ def test_a_768_dimensional_model_runs_through_upload_worker_and_search(
     # text search needs the checkpoint's tokenizer, which this folder lacks: a clear 503
     text = client.post("/search", data={"text": "a person"})
     assert text.status_code == 503 and "tokenizer" in text.json()["detail"]
+
+
+def test_a_siglip2_checkpoint_passes_the_self_check_and_embeds_768_d_vectors(
+    settings, model_settings, start_service, tmp_path
+):
+    # given a checkpoint with google/siglip2-base-patch16-224's published config (random weights)
+    siglip2 = write_hf_siglip2_base(tmp_path / "siglip2-base-patch16-224")
+
+    # when the worker's self-check loads it through the transformers backend
+    checked = start_service(
+        "selfcheck", settings, HF_MODEL=str(siglip2), EMBED_BACKEND="transformers"
+    )
+
+    # then it passes: transformers' one warning (about SiglipTextConfig's class defaults, not this
+    # checkpoint: huggingface/transformers#47612) is excused by name, in the log, nothing else
+    assert checked.wait(timeout=300) == 0, checked.log[-3000:]
+    assert "selfcheck.passed" in checked.log
+    assert "selfcheck.excused" in checked.log and "transformers#47612" in checked.log
+
+    # and photos become unit 768-d vectors
+    embedder = _transformers(model_settings, siglip2)
+    vectors = embedder.embed_images([make_photo(71), make_photo(72, (480, 640))])
+    assert vectors.shape == (2, 768)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+    # and text search, which needs SigLIP2's Gemma tokenizer (not in the folder), says so
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        embedder.embed_texts(["a person in a red coat"])
+
+
+def test_a_siglip2_checkpoint_whose_own_token_ids_are_out_of_vocabulary_is_refused(
+    settings, start_service, tmp_path
+):
+    # given the same checkpoint, but its own config names a token id outside its vocabulary
+    good = write_hf_siglip2_base(tmp_path / "good")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for item in good.iterdir():
+        (bad / item.name).hardlink_to(item)
+    config = json.loads((good / "config.json").read_text())
+    config["text_config"]["pad_token_id"] = 300000
+    (bad / "config.json").unlink()
+    (bad / "config.json").write_text(json.dumps(config))
+
+    # when the self-check loads it, then the warning is not excused and the boot is refused
+    refused = start_service("selfcheck", settings, HF_MODEL=str(bad), EMBED_BACKEND="transformers")
+    assert refused.wait(timeout=300) == 1
+    assert "got 300000" in refused.log and "selfcheck.excused" not in refused.log

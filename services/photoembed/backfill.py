@@ -2,7 +2,7 @@
 
 After switching models (CLIP_MODEL_NAME / CLIP_PRETRAINED), photos keep their old vectors, and
 search runs on the new model's. The backfill finds the photos with no vector of the active model
-and embeds them in batches through the same ClipEmbedder as the worker. Each batch commits on its
+and embeds them in batches through the same image embedder as the worker. Each batch commits on its
 own, so a crash loses at most one batch and a rerun continues where it stopped. With `enqueue` it
 sends `backfill_photo` messages to the workers (which must run the new model) instead.
 """
@@ -18,7 +18,7 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.runtime import ImageEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError
@@ -105,7 +105,7 @@ class Progress:
 
 def run_backfill(
     settings: Settings,
-    embedder: ClipEmbedder,
+    embedder: ImageEmbedder,
     *,
     batch_size: int = 16,
     all_statuses: bool = False,

@@ -85,10 +85,10 @@ def run_worker(settings: Settings) -> None:
 
 
 def run_selfcheck(settings: Settings, record: bool) -> int:
-    from photoembed.clip.embedder import get_embedder
+    from photoembed.clip.runtime import image_embedder
     from photoembed.clip.selfcheck import run_selfcheck as check
 
-    result = check(settings, get_embedder(settings), record=record)
+    result = check(settings, image_embedder(settings), record=record)
     for finding in result.findings:
         log.error("selfcheck.failed", code=finding.code, finding=finding.message)
     if not result.ok:
@@ -120,9 +120,9 @@ def run_logcheck(path: Path) -> int:
 
 def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
     from photoembed.backfill import enqueue_backfill, run_backfill
-    from photoembed.clip.embedder import ClipEmbedder
+    from photoembed.clip.runtime import image_embedder
 
-    embedder = ClipEmbedder(settings, image_only=True)
+    embedder = image_embedder(settings)
     if args.enqueue:
         enqueue_backfill(settings, embedder.load().identity, all_statuses=args.all)
         return 0
@@ -159,11 +159,19 @@ def model_download(settings: Settings) -> int:
 
 
 def model_export(settings: Settings, output: Path) -> int:
-    from photoembed.clip.embedder import get_embedder
+    from photoembed.clip.embedder import ClipEmbedder
     from photoembed.clip.files import export_weights
 
-    meta = export_weights(get_embedder(settings).load(), output)
+    meta = export_weights(ClipEmbedder(settings).load(), output)
     log.info("model.exported", path=str(output), sha256=meta.sha256, quick_gelu=meta.quick_gelu)
+    return 0
+
+
+def model_onnx(settings: Settings) -> int:
+    from photoembed.clip.onnx_export import ensure_onnx
+
+    path = ensure_onnx(settings)
+    print(json.dumps({"onnx": str(path)}))
     return 0
 
 
@@ -299,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_parser("download", help="fetch the configured weights into CLIP_CACHE_DIR")
     export = model.add_parser("export", help="save the loaded model to a file with its metadata")
     export.add_argument("--output", type=Path, required=True)
+    model.add_parser(
+        "onnx",
+        help="export the image tower to ONNX for EMBED_RUNTIME=onnx (once per weights); prints "
+        "the file as JSON",
+    )
     return parser
 
 
@@ -331,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return model_info(settings)
         elif args.model_command == "download":
             return model_download(settings)
+        elif args.model_command == "onnx":
+            return model_onnx(settings)
         else:
             return model_export(settings, args.output)
     except ModelLoadError as exc:

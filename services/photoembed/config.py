@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     min_image_side: int = 16
 
     embed_backend: Literal["open_clip", "transformers"] = "open_clip"
+    embed_runtime: Literal["torch", "onnx"] = "torch"
     hf_model: str = "openai/clip-vit-base-patch32"
     clip_model_name: str = "ViT-B-32"
     clip_pretrained: str = "openai"
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
                 "API_KEYS must hold at least one real key outside dev mode "
                 f"(ENV={self.env}); set API_KEYS=key1,key2 or ENV=dev for a local run"
             )
+
+    def environment(self) -> dict[str, str]:
+        """These settings as environment variables: a child process reading them gets the same."""
+        return {
+            name.upper(): ",".join(value) if isinstance(value, list) else str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     @field_validator("selfcheck_reference_dir", "metrics_dir", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.clip.embedder import LoadedModel
+from photoembed.clip.runtime import LoadedInfo
 
 
 def vector_literal(vector: Sequence[float]) -> str:
@@ -18,7 +18,7 @@ def vector_literal(vector: Sequence[float]) -> str:
 
 
 def insert_embedding(
-    session: Session, photo_id: uuid.UUID, vector: Sequence[float], loaded: LoadedModel
+    session: Session, photo_id: uuid.UUID, vector: Sequence[float], loaded: LoadedInfo
 ) -> None:
     plan = loaded.plan
     session.execute(

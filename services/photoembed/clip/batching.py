@@ -1,7 +1,7 @@
 """Micro-batching: many worker threads, one forward pass.
 
 Each Dramatiq worker thread decodes and preprocesses its own photo (Pillow releases the GIL), then
-hands the tensor to the process's MicroBatcher and waits. One inference thread collects what has
+hands the pixel array to the process's MicroBatcher and waits. One inference thread collects what has
 arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one batch and
 gives every caller its own row back (or the batch's exception). Messages are still acked or
 retried one by one by their own threads.
@@ -17,19 +17,18 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass
 class _Request:
-    tensor: torch.Tensor
+    pixels: np.ndarray
     result: Future[np.ndarray]
 
 
 class MicroBatcher:
     def __init__(
         self,
-        run_batch: Callable[[torch.Tensor], np.ndarray],
+        run_batch: Callable[[np.ndarray], np.ndarray],
         max_batch: int,
         max_wait: float,
         on_batch: Callable[[int, float], None] | None = None,
@@ -42,10 +41,10 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, tensor: torch.Tensor) -> np.ndarray:
-        """Embed one preprocessed image; blocks until its batch has run."""
+    def submit(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed one preprocessed image (C, H, W); blocks until its batch has run."""
         self._ensure_started()
-        request = _Request(tensor, Future())
+        request = _Request(pixels, Future())
         self._requests.put(request)
         return request.result.result()
 
@@ -77,7 +76,7 @@ class MicroBatcher:
             batch = self._collect()
             started = time.perf_counter()
             try:
-                vectors = self._run_batch(torch.stack([r.tensor for r in batch]))
+                vectors = self._run_batch(np.stack([r.pixels for r in batch]))
             except BaseException as exc:
                 for request in batch:
                     request.result.set_exception(exc)

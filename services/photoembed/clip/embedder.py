@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import os
 import threading
 import time
 import warnings
@@ -21,8 +20,9 @@ from PIL import Image
 from photoembed.clip import hf_backend
 from photoembed.clip.batching import MicroBatcher
 from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
+from photoembed.clip.plan import ModelPlan
+from photoembed.clip.runtime import inference_threads
 from photoembed.clip.weights import (
-    ModelPlan,
     missing_weights_message,
     plan_model,
     verify_checksum,
@@ -51,13 +51,6 @@ def select_device(preference: str) -> tuple[str, str]:
     if torch.backends.mps.is_available():
         return "mps", "auto: Apple MPS available"
     return "cpu", "auto: no CUDA or MPS device available"
-
-
-def torch_threads_for(settings: Settings) -> int:
-    """Intra-op threads: the process's share of the cores unless set explicitly."""
-    if settings.torch_threads > 0:
-        return settings.torch_threads
-    return max(1, (os.cpu_count() or 1) // max(1, settings.worker_processes))
 
 
 @dataclass(frozen=True)
@@ -250,7 +243,7 @@ class ClipEmbedder:
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self._batcher = MicroBatcher(
-            self.embed_tensors,
+            self.embed_pixels,
             max_batch=settings.embed_batch_size,
             max_wait=settings.embed_batch_wait_ms / 1000,
             on_batch=_observe_batch,
@@ -259,7 +252,7 @@ class ClipEmbedder:
     def load(self) -> LoadedModel:
         with self._lock:
             if self._loaded is None:
-                torch.set_num_threads(torch_threads_for(self._settings))
+                torch.set_num_threads(inference_threads(self._settings))
                 self._loaded = load_model(self._settings)
                 if self._image_only and self._loaded.plan.backend == "open_clip":
                     _drop_text_tower(self._loaded.model)
@@ -269,16 +262,17 @@ class ClipEmbedder:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.load().preprocess(image)
 
-    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed images (N, C, H, W) to L2-normalised embeddings (N, D)."""
         loaded = self.load()
         with torch.inference_mode():
-            features = loaded.model.encode_image(batch.to(loaded.device))  # type: ignore[operator]
+            pixels = torch.from_numpy(batch).to(loaded.device)
+            features = loaded.model.encode_image(pixels)  # type: ignore[operator]
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = torch.stack([self.preprocess(image) for image in images])
-        return self.embed_tensors(batch)
+        return self.embed_pixels(np.stack([self.preprocess(image).numpy() for image in images]))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text queries through the text tower (OpenCLIP's tokenizer ships with the package)."""
@@ -301,17 +295,4 @@ class ClipEmbedder:
     def embed_image(self, image: Image.Image) -> np.ndarray:
         """One image, preprocessed in the calling thread, embedded in a batch with whatever other
         threads of this process submit meanwhile."""
-        return self._batcher.submit(self.preprocess(image))
-
-
-_embedder: ClipEmbedder | None = None
-_embedder_pid: int | None = None
-
-
-def get_embedder(settings: Settings, *, image_only: bool = False) -> ClipEmbedder:
-    """The process's embedder; a forked child gets its own, never the parent's."""
-    global _embedder, _embedder_pid
-    if _embedder is None or _embedder_pid != os.getpid():
-        _embedder = ClipEmbedder(settings, image_only=image_only)
-        _embedder_pid = os.getpid()
-    return _embedder
+        return self._batcher.submit(self.preprocess(image).numpy())

@@ -13,12 +13,12 @@ import torch
 
 from photoembed.clip.embedder import LoadedModel
 from photoembed.clip.errors import ModelLoadError, WeightsNotFoundError
+from photoembed.clip.plan import sha256_file
 from photoembed.clip.weights import (
     WeightsMeta,
     embed_dim_of,
     missing_weights_message,
     plan_model,
-    sha256_file,
     verify_checksum,
     write_sidecar,
 )

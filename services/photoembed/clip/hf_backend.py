@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 
 from photoembed.clip.errors import ModelLoadError, UnknownModelError, WeightsNotFoundError
-from photoembed.clip.weights import ModelPlan, hub_offline
+from photoembed.clip.plan import ModelPlan
+from photoembed.clip.weights import hub_offline
 
 BACKEND = "transformers"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -35,6 +38,42 @@ def route_library_logs() -> None:
 
     hf_logging.disable_default_handler()
     hf_logging.enable_propagation()
+
+
+# transformers 5.x validates throwaway default configs while it loads a SigLIP checkpoint, and warns
+# that SiglipTextConfig's class defaults (bos 49406, eos 49407) lie outside *their* default
+# vocabulary (32000), whatever the checkpoint holds (huggingface/transformers#47612).
+_TOKEN_ID_WARNING = re.compile(
+    r"Model config: \w+_token_id must be `None` or an integer within the vocabulary "
+    r"\(between 0 and \d+\), got -?\d+\."
+)
+
+
+def known_false_warning(record: logging.LogRecord, model: object) -> str | None:
+    """Why a load warning does not concern this checkpoint, when that is provably so; else None.
+    Only the token-id warning above qualifies, and only when every special token id of the
+    loaded text config lies within its own vocabulary (what the warning claims is not)."""
+    if record.name != "transformers.configuration_utils" or not isinstance(
+        model, TransformersImageModel
+    ):
+        return None
+    if not _TOKEN_ID_WARNING.match(record.getMessage()):
+        return None
+    text_config: Any = getattr(model.inner.config, "text_config", None)
+    vocab_size = getattr(text_config, "vocab_size", None)
+    if not isinstance(vocab_size, int):
+        return None
+    out_of_range = [
+        name
+        for name, value in vars(text_config).items()
+        if name.endswith("_token_id") and isinstance(value, int) and not 0 <= value < vocab_size
+    ]
+    if out_of_range:
+        return None
+    return (
+        f"transformers#47612: raised for a default config built during loading; this "
+        f"checkpoint's special token ids all lie within its vocabulary of {vocab_size}"
+    )
 
 
 def _config_of(folder: Path) -> dict[str, Any]:

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from photoembed.clip.embedder import ClipEmbedder, LoadedModel
 from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.runtime import ImageEmbedder, LoadedInfo
 from photoembed.config import Settings
+from photoembed.logging import get_logger
 from photoembed.models import SUPPORTED_DIMS
+
+log = get_logger(__name__)
 
 NORM_TOLERANCE = 1e-3
 # Recomputing the same weights differs by ~1e-7; GELU vs QuickGELU on the same weights by ~1e-3.
@@ -64,17 +67,27 @@ def probe_image() -> Image.Image:
     return Image.fromarray((pixels * 255).round().astype(np.uint8), mode="RGB")
 
 
-def reference_path(settings: Settings, loaded: LoadedModel) -> Path:
+def reference_path(settings: Settings, loaded: LoadedInfo) -> Path:
     """Keyed by model and weights checksum only: a different activation must not find a new key."""
     return settings.reference_dir / f"{loaded.plan.model_name}-{loaded.weights_sha256}.json"
 
 
-def _load_recording(embedder: ClipEmbedder) -> tuple[LoadedModel | None, list[Finding]]:
+def _known_false_warning(record: logging.LogRecord, loaded: LoadedInfo | None) -> str | None:
+    """A library warning proven not to concern the loaded model (each case is narrow, named and
+    logged); any other warning stays a finding."""
+    if loaded is None or loaded.plan.backend != "transformers":
+        return None
+    from photoembed.clip import hf_backend
+
+    return hf_backend.known_false_warning(record, getattr(loaded, "model", None))
+
+
+def load_recording(embedder: ImageEmbedder) -> tuple[LoadedInfo | None, list[Finding]]:
     findings: list[Finding] = []
     handler = _RecordingHandler()
     root = logging.getLogger()
     root.addHandler(handler)
-    loaded: LoadedModel | None = None
+    loaded: LoadedInfo | None = None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -95,6 +108,10 @@ def _load_recording(embedder: ClipEmbedder) -> tuple[LoadedModel | None, list[Fi
             )
         )
     for record in handler.records:
+        excuse = _known_false_warning(record, loaded)
+        if excuse is not None:
+            log.info("selfcheck.excused", warning=record.getMessage(), reason=excuse)
+            continue
         findings.append(
             Finding(
                 "load_log",
@@ -106,9 +123,9 @@ def _load_recording(embedder: ClipEmbedder) -> tuple[LoadedModel | None, list[Fi
 
 
 def run_selfcheck(
-    settings: Settings, embedder: ClipEmbedder, *, record: bool = False
+    settings: Settings, embedder: ImageEmbedder, *, record: bool = False
 ) -> SelfCheckResult:
-    loaded, findings = _load_recording(embedder)
+    loaded, findings = load_recording(embedder)
     result = SelfCheckResult(findings=findings)
     if loaded is None:
         return result

@@ -13,13 +13,11 @@ comes from that metadata; for a weights file from its sidecar (`<file>.meta.json
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import open_clip
 from huggingface_hub import constants as hf_constants
@@ -33,13 +31,12 @@ from photoembed.clip.errors import (
     WeightsCorruptError,
     WeightsNotFoundError,
 )
+from photoembed.clip.plan import ModelPlan, sha256_file
 
 SIDECAR_SUFFIX = ".meta.json"
 SIDECAR_FORMAT = "photoembed-weights/1"
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-WeightsSource = Literal["file", "cache", "hub"]
 
 
 @dataclass(frozen=True)
@@ -52,38 +49,6 @@ class WeightsMeta:
     embed_dim: int
     sha256: str
     format: str = SIDECAR_FORMAT
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    model_name: str
-    pretrained: str
-    tag: str | None
-    source: WeightsSource
-    weights_path: Path | None
-    quick_gelu: bool
-    activation_source: str
-    expected_sha256: str | None
-    metadata_quick_gelu: bool | None
-    cache_dir: Path
-    backend: str = "open_clip"
-
-    @property
-    def activation(self) -> str:
-        return "quickgelu" if self.quick_gelu else "gelu"
-
-    def identity(self, sha256: str | None) -> str:
-        """The name stored beside every vector: same identity, same embeddings."""
-        weights = self.tag or "file"
-        digest = (sha256 or self.expected_sha256 or "unknown")[:12]
-        return f"{self.backend}:{self.model_name}:{weights}:{digest}:{self.activation}"
-
-    def describe(self) -> dict[str, Any]:
-        info = asdict(self)
-        info["weights_path"] = str(self.weights_path) if self.weights_path else None
-        info["cache_dir"] = str(self.cache_dir)
-        info["activation"] = self.activation
-        return info
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -105,14 +70,6 @@ def write_sidecar(weights: Path, meta: WeightsMeta) -> Path:
     path = sidecar_path(weights)
     path.write_text(json.dumps(asdict(meta), indent=2) + "\n")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hub_offline() -> bool:

@@ -14,7 +14,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
-from photoembed.clip.embedder import get_embedder
+from photoembed.clip.runtime import image_embedder
 from photoembed.config import get_settings
 from photoembed.logging import configure_logging
 from photoembed.metrics import QUEUE_LAG_SECONDS
@@ -59,7 +59,7 @@ def embed_photo(photo_id: str) -> None:
         uuid.UUID(photo_id),
         message.message_id,
         settings,
-        get_embedder(settings, image_only=True),
+        image_embedder(settings),
         PhotoStorage(settings.storage_dir),
     )
 
@@ -67,4 +67,4 @@ def embed_photo(photo_id: str) -> None:
 @dramatiq.actor(actor_name=BACKFILL_PHOTO, **ACTOR_OPTIONS)
 def backfill_photo(photo_id: str) -> None:
     """Give an existing photo a vector of this worker's model; its status does not change."""
-    backfill_one(uuid.UUID(photo_id), settings, get_embedder(settings, image_only=True))
+    backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings))

@@ -9,7 +9,7 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import MiddlewareError
 
-from photoembed.clip.embedder import get_embedder
+from photoembed.clip.runtime import image_embedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger
@@ -34,7 +34,7 @@ class ModelSelfCheck(dramatiq.Middleware):
         self.settings = settings
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        result = run_selfcheck(self.settings, get_embedder(self.settings, image_only=True))
+        result = run_selfcheck(self.settings, image_embedder(self.settings))
         for finding in result.findings:
             log.error("selfcheck.failed", code=finding.code, finding=finding.message)
         if not result.ok:

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.runtime import ImageEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError, ImageInfo, load_rgb
@@ -130,7 +130,7 @@ def store_embedding(
     photo_id: uuid.UUID,
     vector: list[float],
     quality: float,
-    embedder: ClipEmbedder,
+    embedder: ImageEmbedder,
 ) -> bool:
     """Write the vector (one per photo and model) and mark the photo READY, in one transaction."""
     insert_embedding(session, photo_id, vector, embedder.load())
@@ -151,7 +151,7 @@ def process_photo(
     photo_id: uuid.UUID,
     message_id: str,
     settings: Settings,
-    embedder: ClipEmbedder,
+    embedder: ImageEmbedder,
     storage: PhotoStorage,
 ) -> str:
     """Run one photo through the pipeline and return its outcome (a PhotoStatus or 'skipped')."""
@@ -217,7 +217,7 @@ def process_photo(
     return PhotoStatus.READY
 
 
-def backfill_one(photo_id: uuid.UUID, settings: Settings, embedder: ClipEmbedder) -> str:
+def backfill_one(photo_id: uuid.UUID, settings: Settings, embedder: ImageEmbedder) -> str:
     """Add this embedder's vector to an existing photo (a `backfill_photo` message)."""
     loaded = embedder.load()
     with session_scope(settings.database_url) as session:

@@ -1,0 +1,281 @@
+"""OnnxEmbedder: OpenCLIP's image tower in ONNX Runtime on the CPU, in a worker that never imports
+torch (importing OpenCLIP alone costs ~750 MB of resident memory).
+
+Loading happens in two steps. `photoembed model onnx` runs in a child process, with torch: it plans
+the configured model exactly as the torch runtime would (same checksum, same activation, same
+identity), and on first use exports the image tower next to the weights, checks it against the
+torch model and writes a sidecar (see `onnx_export`). The worker then reads the sidecar, opens the
+ONNX file and embeds the self-check's probe image through its own preprocessing, which must match
+the torch model's vector recorded at export within the self-check's tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from photoembed.clip.batching import MicroBatcher
+from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.plan import ModelPlan
+from photoembed.clip.runtime import inference_threads
+from photoembed.config import Settings
+from photoembed.logging import get_logger
+from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_LOAD_SECONDS
+
+log = get_logger(__name__)
+
+ONNX_FORMAT = "photoembed-onnx/1"
+ONNX_SIDECAR_SUFFIX = ".meta.json"
+# Same bar as the self-check's reference vector: recomputation noise passes, GELU for QuickGELU not.
+PARITY_TOLERANCE = 1e-4
+PREPARE_TIMEOUT_S = 30 * 60
+
+_RESAMPLING = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """OpenCLIP's eval transform (Resize of the shorter side, CenterCrop, to float, Normalize) in
+    Pillow and numpy, with torchvision's size and rounding rules, so it gives the same pixels."""
+
+    resize: int
+    interpolation: str
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if size != image.size:
+            image = image.resize(size, _RESAMPLING[self.interpolation])
+        width, height = image.size
+        top = round((height - self.crop) / 2.0)  # torchvision's rounding, half to even
+        left = round((width - self.crop) / 2.0)
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        scaled = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class OnnxMeta:
+    """The sidecar of an exported image tower: which weights it came from and how it was checked."""
+
+    plan: dict[str, Any]
+    identity: str
+    weights_sha256: str
+    embed_dim: int
+    onnx_sha256: str
+    preprocessing: dict[str, Any]
+    probe_vector: list[float]
+    export_parity_max_abs: float
+    format: str = ONNX_FORMAT
+
+    def write(self, onnx_path: Path) -> Path:
+        path = onnx_sidecar_path(onnx_path)
+        path.write_text(json.dumps(asdict(self)) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, onnx_path: Path) -> OnnxMeta | None:
+        path = onnx_sidecar_path(onnx_path)
+        if not path.is_file():
+            return None
+        try:
+            meta = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(f"ONNX model metadata {path} is not valid: {exc}") from None
+        return meta if meta.format == ONNX_FORMAT else None
+
+
+def onnx_sidecar_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ONNX_SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True)
+class OnnxLoaded:
+    plan: ModelPlan
+    identity: str
+    weights_sha256: str
+    embed_dim: int
+    load_seconds: float
+    path: Path
+    preprocessing: Preprocessing
+    session: Any  # onnxruntime.InferenceSession (untyped)
+
+
+@contextlib.contextmanager
+def _stderr_as_warnings() -> Iterator[None]:
+    """ONNX Runtime logs from C++ straight to file descriptor 2. While a session is created, catch
+    those lines and raise each as a Python warning, which the self-check refuses like any other."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+    for line in filter(str.strip, lines):
+        warnings.warn(f"onnxruntime: {line}", RuntimeWarning, stacklevel=3)
+
+
+def create_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 2  # warnings and worse reach fd 2, and so the self-check
+    with _stderr_as_warnings():
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
+    """Preprocessed images (N, C, H, W) to L2-normalised embeddings (N, D)."""
+    (features,) = session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    result: np.ndarray = features / np.maximum(norms, 1e-12)
+    return result
+
+
+def prepare_onnx(settings: Settings) -> Path:
+    """Run `photoembed model onnx` in a child process (torch stays out of this one) and return the
+    ONNX file it prepared. Its log goes to our stderr; its last stdout line names the file."""
+    command = [sys.executable, "-m", "photoembed.cli", "model", "onnx"]
+    env = {**os.environ, **settings.environment()}
+    try:
+        done = subprocess.run(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=PREPARE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(
+            f"preparing the ONNX image model took over {PREPARE_TIMEOUT_S} s"
+        ) from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise ModelLoadError(
+            f"preparing the ONNX image model failed (`photoembed model onnx` exited "
+            f"{done.returncode}); its log above says why. EMBED_RUNTIME=torch runs without ONNX."
+        )
+    return Path(json.loads(lines[-1])["onnx"])
+
+
+def open_prepared(path: Path, settings: Settings, started: float) -> OnnxLoaded:
+    """Open an ONNX file that `photoembed model onnx` has just checked against its sidecar."""
+    meta = OnnxMeta.read(path)
+    if meta is None:
+        raise ModelLoadError(f"{path} has no {ONNX_FORMAT} sidecar; run `photoembed model onnx`")
+    session = create_session(path, inference_threads(settings))
+    loaded = OnnxLoaded(
+        plan=ModelPlan.from_description(meta.plan),
+        identity=meta.identity,
+        weights_sha256=meta.weights_sha256,
+        embed_dim=meta.embed_dim,
+        load_seconds=time.perf_counter() - started,
+        path=path,
+        preprocessing=Preprocessing(**meta.preprocessing),
+        session=session,
+    )
+    _check_probe(loaded, meta)
+    return loaded
+
+
+def _check_probe(loaded: OnnxLoaded, meta: OnnxMeta) -> None:
+    """This runtime, preprocessing included, must give the probe vector the torch model gave."""
+    from photoembed.clip.selfcheck import probe_image
+
+    vector = run_session(loaded.session, loaded.preprocessing(probe_image())[None])[0]
+    expected = np.asarray(meta.probe_vector, dtype=np.float32)
+    diff = float(np.max(np.abs(vector - expected))) if vector.shape == expected.shape else np.inf
+    if diff > PARITY_TOLERANCE:
+        raise ModelLoadError(
+            f"the ONNX image model {loaded.path} embeds the probe image {diff:.2e} (max abs) away "
+            f"from the torch model it was exported from (tolerance {PARITY_TOLERANCE:.0e}). Fix: "
+            f"delete it so that it is exported again, or set EMBED_RUNTIME=torch."
+        )
+
+
+def _observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    INFERENCE_SECONDS.observe(seconds)
+
+
+class OnnxEmbedder:
+    """The worker's image embedder on ONNX Runtime; same interface and batching as ClipEmbedder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._loaded: OnnxLoaded | None = None
+        self._batcher = MicroBatcher(
+            self.embed_pixels,
+            max_batch=settings.embed_batch_size,
+            max_wait=settings.embed_batch_wait_ms / 1000,
+            on_batch=_observe_batch,
+        )
+
+    def load(self) -> OnnxLoaded:
+        with self._lock:
+            if self._loaded is None:
+                started = time.perf_counter()
+                log.info("model.loading", runtime="onnx")
+                path = prepare_onnx(self._settings)
+                self._loaded = open_prepared(path, self._settings, started)
+                MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
+                log.info(
+                    "model.loaded",
+                    runtime="onnx",
+                    model=self._loaded.identity,
+                    onnx=str(path),
+                    embed_dim=self._loaded.embed_dim,
+                    device="cpu",
+                    duration_ms=round(self._loaded.load_seconds * 1000),
+                )
+            return self._loaded
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.load().preprocessing(image)
+
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        return run_session(self.load().session, batch)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_pixels(np.stack([self.preprocess(image) for image in images]))
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        return self._batcher.submit(self.preprocess(image))
