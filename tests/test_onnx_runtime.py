@@ -9,14 +9,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import psycopg
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from photoembed.clip.embedder import ClipEmbedder
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.onnx_export import onnx_path_for, preprocessing_of
-from photoembed.clip.onnx_runtime import OnnxEmbedder, OnnxMeta, onnx_sidecar_path
+from photoembed.clip.onnx_runtime import (
+    OnnxEmbedder,
+    OnnxMeta,
+    create_session,
+    onnx_sidecar_path,
+)
 from photoembed.clip.plan import sha256_file
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
@@ -140,6 +147,24 @@ def test_a_damaged_export_is_exported_again_not_used(onnx_settings, capfd):
     meta = OnnxMeta.read(path)
     assert meta is not None and loaded.path == path
     assert sha256_file(path) == meta.onnx_sha256
+
+
+def test_what_onnx_runtime_logs_while_opening_a_model_becomes_a_python_warning(tmp_path):
+    # given an ONNX model that ONNX Runtime warns about (an initializer no node uses)
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [1, 2])
+    unused = numpy_helper.from_array(np.ones(3, np.float32), "unused")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["pixels"], ["embeddings"])], "g", [x], [y], [unused]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path = tmp_path / "warns.onnx"
+    onnx.save(model, str(path))
+
+    # when a session is opened, then its C++ log line arrives as a warning the self-check records
+    with pytest.warns(RuntimeWarning, match=r"onnxruntime: .*\[W:onnxruntime:.*unused"):
+        create_session(path, 1)
 
 
 def test_the_onnx_runtime_refuses_the_transformers_backend_with_the_fix(onnx_settings):

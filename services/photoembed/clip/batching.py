@@ -1,10 +1,10 @@
 """Micro-batching: many worker threads, one forward pass.
 
-Each Dramatiq worker thread decodes and preprocesses its own photo (Pillow releases the GIL), then
-hands the pixel array to the process's MicroBatcher and waits. One inference thread collects what has
-arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one batch and
-gives every caller its own row back (or the batch's exception). Messages are still acked or
-retried one by one by their own threads.
+Each Dramatiq worker thread decodes and preprocesses its own photo (Pillow releases the GIL),
+then hands the pixel array to the process's MicroBatcher and waits. One inference thread collects
+what has arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one
+batch and gives every caller its own row back (or the batch's exception). Messages are still acked
+or retried one by one by their own threads.
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from photoembed.config import Settings
+from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS
+
 
 @dataclass
 class _Request:
     pixels: np.ndarray
     result: Future[np.ndarray]
+
+
+def _observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    INFERENCE_SECONDS.observe(seconds)
 
 
 class MicroBatcher:
@@ -40,6 +48,18 @@ class MicroBatcher:
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, run_batch: Callable[[np.ndarray], np.ndarray], settings: Settings
+    ) -> MicroBatcher:
+        """Sized by EMBED_BATCH_SIZE and EMBED_BATCH_WAIT_MS; every batch goes to the metrics."""
+        return cls(
+            run_batch,
+            max_batch=settings.embed_batch_size,
+            max_wait=settings.embed_batch_wait_ms / 1000,
+            on_batch=_observe_batch,
+        )
 
     def submit(self, pixels: np.ndarray) -> np.ndarray:
         """Embed one preprocessed image (C, H, W); blocks until its batch has run."""

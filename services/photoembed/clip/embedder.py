@@ -29,7 +29,7 @@ from photoembed.clip.weights import (
 )
 from photoembed.config import Settings
 from photoembed.logging import get_logger
-from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_LOAD_SECONDS
+from photoembed.metrics import MODEL_LOAD_SECONDS
 
 log = get_logger(__name__)
 
@@ -212,11 +212,6 @@ def _unreadable(plan: ModelPlan, exc: BaseException) -> ModelLoadError:
     )
 
 
-def _observe_batch(size: int, seconds: float) -> None:
-    BATCH_SIZE.observe(size)
-    INFERENCE_SECONDS.observe(seconds)
-
-
 def _drop_text_tower(model: torch.nn.Module) -> None:
     """The worker embeds images only: free the text tower (~240 MB for ViT-B-32) and hand the
     memory back to the OS (glibc keeps freed blocks otherwise)."""
@@ -242,12 +237,7 @@ class ClipEmbedder:
         self._image_only = image_only
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
-        self._batcher = MicroBatcher(
-            self.embed_pixels,
-            max_batch=settings.embed_batch_size,
-            max_wait=settings.embed_batch_wait_ms / 1000,
-            on_batch=_observe_batch,
-        )
+        self._batcher = MicroBatcher.from_settings(self.embed_pixels, settings)
 
     def load(self) -> LoadedModel:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from photoembed.clip.plan import ModelPlan
 from photoembed.clip.runtime import inference_threads
 from photoembed.config import Settings
 from photoembed.logging import get_logger
-from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_LOAD_SECONDS
+from photoembed.metrics import MODEL_LOAD_SECONDS
 
 log = get_logger(__name__)
 
@@ -127,10 +128,15 @@ class OnnxLoaded:
     session: Any  # onnxruntime.InferenceSession (untyped)
 
 
+_ORT_LOG_LINE = re.compile(r"\[[WEF]:onnxruntime:")
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
 @contextlib.contextmanager
 def _stderr_as_warnings() -> Iterator[None]:
     """ONNX Runtime logs from C++ straight to file descriptor 2. While a session is created, catch
-    those lines and raise each as a Python warning, which the self-check refuses like any other."""
+    its lines and raise each as a Python warning, which the self-check refuses like any other;
+    anything else written meanwhile goes back to stderr untouched."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -142,8 +148,12 @@ def _stderr_as_warnings() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines()
-    for line in filter(str.strip, lines):
-        warnings.warn(f"onnxruntime: {line}", RuntimeWarning, stacklevel=3)
+    for line in lines:
+        if _ORT_LOG_LINE.search(line):
+            plain = _ANSI_COLOUR.sub("", line).strip()
+            warnings.warn(f"onnxruntime: {plain}", RuntimeWarning, stacklevel=3)
+        elif line.strip():
+            print(line, file=sys.stderr)
 
 
 def create_session(path: Path, threads: int) -> Any:
@@ -230,11 +240,6 @@ def _check_probe(loaded: OnnxLoaded, meta: OnnxMeta) -> None:
         )
 
 
-def _observe_batch(size: int, seconds: float) -> None:
-    BATCH_SIZE.observe(size)
-    INFERENCE_SECONDS.observe(seconds)
-
-
 class OnnxEmbedder:
     """The worker's image embedder on ONNX Runtime; same interface and batching as ClipEmbedder."""
 
@@ -242,12 +247,7 @@ class OnnxEmbedder:
         self._settings = settings
         self._lock = threading.Lock()
         self._loaded: OnnxLoaded | None = None
-        self._batcher = MicroBatcher(
-            self.embed_pixels,
-            max_batch=settings.embed_batch_size,
-            max_wait=settings.embed_batch_wait_ms / 1000,
-            on_batch=_observe_batch,
-        )
+        self._batcher = MicroBatcher.from_settings(self.embed_pixels, settings)
 
     def load(self) -> OnnxLoaded:
         with self._lock:
