@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     selfcheck_reference_dir: Path | None = None
 
     worker_processes: int = 1
-    worker_threads: int = 2
+    worker_threads: int = 4
     torch_threads: int = 0
     queue_name: str = "photos"
     max_attempts: int = 3
