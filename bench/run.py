@@ -248,13 +248,17 @@ def measure_service(
     # One log per run: a reused file would already hold the previous run's startup line.
     name = settings.embed_runtime
     api = ServiceProcess(["api"], settings_env(settings), workdir / f"api-{name}.log").start()
-    api.wait_for_log("Application startup complete", timeout=120)
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{settings.api_port}",
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=60,
     )
-    first = upload(client, photos[0])
+    try:
+        api.wait_for_log("Application startup complete", timeout=120)
+        first = upload(client, photos[0])
+    except BaseException:
+        api.stop()  # the finally below does not cover this part yet
+        raise
     boot_started = time.perf_counter()
     worker = ServiceProcess(
         ["worker"], settings_env(settings), workdir / f"worker-{name}.log"

