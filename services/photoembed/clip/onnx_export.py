@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from photoembed.clip.onnx_runtime import (
     run_session,
 )
 from photoembed.clip.plan import sha256_file
-from photoembed.clip.selfcheck import load_recording, probe_image
+from photoembed.clip.selfcheck import load_recording, max_abs_difference, probe_image
 from photoembed.clip.weights import verify_checksum
 from photoembed.config import Settings
 from photoembed.logging import get_logger
@@ -115,7 +116,7 @@ def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
     preprocessing = preprocessing_of(loaded.preprocess)
     probe = probe_image()
     torch_pixels = loaded.preprocess(probe).numpy()
-    pixel_diff = float(np.max(np.abs(preprocessing(probe) - torch_pixels)))
+    pixel_diff = max_abs_difference(preprocessing(probe), torch_pixels)
     if pixel_diff > PARITY_TOLERANCE:
         raise ModelLoadError(
             f"numpy preprocessing differs from OpenCLIP's by {pixel_diff:.2e}; not exporting"
@@ -147,7 +148,7 @@ def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
         )
     try:
         actual = run_session(create_session(partial, 1), check)
-        diff = float(np.max(np.abs(actual - expected)))
+        diff = max_abs_difference(actual, expected)
         if diff > PARITY_TOLERANCE:
             raise ModelLoadError(
                 f"the ONNX export of {loaded.identity} differs from the torch model by {diff:.2e} "
@@ -159,13 +160,7 @@ def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
             weights_sha256=loaded.weights_sha256,
             embed_dim=loaded.embed_dim,
             onnx_sha256=sha256_file(partial),
-            preprocessing={
-                "resize": preprocessing.resize,
-                "interpolation": preprocessing.interpolation,
-                "crop": preprocessing.crop,
-                "mean": list(preprocessing.mean),
-                "std": list(preprocessing.std),
-            },
+            preprocessing=asdict(preprocessing),
             probe_vector=[float(v) for v in expected[0]],
             export_parity_max_abs=diff,
         )

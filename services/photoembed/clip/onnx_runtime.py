@@ -33,6 +33,7 @@ from photoembed.clip.batching import MicroBatcher
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.plan import ModelPlan
 from photoembed.clip.runtime import inference_threads
+from photoembed.clip.selfcheck import REFERENCE_TOLERANCE, max_abs_difference, probe_image
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 from photoembed.metrics import MODEL_LOAD_SECONDS
@@ -42,7 +43,7 @@ log = get_logger(__name__)
 ONNX_FORMAT = "photoembed-onnx/1"
 ONNX_SIDECAR_SUFFIX = ".meta.json"
 # Same bar as the self-check's reference vector: recomputation noise passes, GELU for QuickGELU not.
-PARITY_TOLERANCE = 1e-4
+PARITY_TOLERANCE = REFERENCE_TOLERANCE
 PREPARE_TIMEOUT_S = 30 * 60
 
 _RESAMPLING = {
@@ -227,11 +228,8 @@ def open_prepared(path: Path, settings: Settings, started: float) -> OnnxLoaded:
 
 def _check_probe(loaded: OnnxLoaded, meta: OnnxMeta) -> None:
     """This runtime, preprocessing included, must give the probe vector the torch model gave."""
-    from photoembed.clip.selfcheck import probe_image
-
     vector = run_session(loaded.session, loaded.preprocessing(probe_image())[None])[0]
-    expected = np.asarray(meta.probe_vector, dtype=np.float32)
-    diff = float(np.max(np.abs(vector - expected))) if vector.shape == expected.shape else np.inf
+    diff = max_abs_difference(vector, np.asarray(meta.probe_vector, dtype=np.float32))
     if diff > PARITY_TOLERANCE:
         raise ModelLoadError(
             f"the ONNX image model {loaded.path} embeds the probe image {diff:.2e} (max abs) away "

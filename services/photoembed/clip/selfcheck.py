@@ -57,6 +57,11 @@ class _RecordingHandler(logging.Handler):
         self.records.append(record)
 
 
+def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """How far two embeddings (or pixel arrays) are apart; infinite when their shapes differ."""
+    return float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+
+
 def probe_image() -> Image.Image:
     """A fixed, deterministic 256x256 image with structure at several scales."""
     y, x = np.mgrid[0:256, 0:256].astype(np.float64) / 255.0
@@ -158,9 +163,7 @@ def run_selfcheck(
     elif path.is_file():
         reference = json.loads(path.read_text())
         expected = np.asarray(reference["vector"], dtype=np.float64)
-        diff = (
-            float(np.max(np.abs(expected - vector))) if expected.shape == vector.shape else np.inf
-        )
+        diff = max_abs_difference(expected, vector)
         if diff > REFERENCE_TOLERANCE:
             findings.append(
                 Finding(
