@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench compose-check clean
+.PHONY: install run test lint format bench bench-gpu compose-check clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ clean:
 # Not part of `make test`: timings belong here. Prints ratios measured within one run.
 bench: install
 	$(BIN)/python bench/run.py
+
+# On a machine with a CUDA GPU (one command, under 10 minutes): writes bench/gpu-results.json.
+bench-gpu: install
+	$(BIN)/python bench/run.py --device cuda
 
 # Validates docker-compose.yml offline with Debian's docker-compose (no engine needed), against a
 # .env made from .env.example, in a scratch folder.

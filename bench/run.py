@@ -1,18 +1,26 @@
-"""`make bench`: the model's ceiling, the naive worker and the service, measured in one run.
+"""`make bench` (CPU) and `make bench-gpu` (`--device cuda`): the model's ceiling, the decoders'
+ceilings, a naive loop, the API's ingest and the service, measured in one run on the real stack.
 
-Everything runs here, on the real stack: embedded Postgres, Redis, `photoembed api` and
-`photoembed worker` processes, ViT-B-32 loaded through OpenCLIP from a seeded offline cache (random
-weights: the architecture and its cost are real, the vectors mean nothing). Both image runtimes are
-measured (EMBED_RUNTIME=torch and onnx), each against its own model-only ceiling; the top-level
-keys are the onnx runtime's, which compose's CPU worker runs. Prints a table and writes bench/results.json. Ratios are what to
-compare across machines; absolute numbers are not.
+Everything runs on this machine: embedded Postgres, Redis, `photoembed api` and `photoembed worker`
+processes, ViT-B-32 loaded through OpenCLIP from a seeded offline cache (random weights: the
+architecture and its cost are real, the vectors mean nothing). Ratios within one run are what to
+compare; absolute numbers move with the machine.
+
+CPU: each runtime's model-only ceiling, the naive worker, the service end to end with the
+defaults (uploads to READY) and a sweep of in-flight photos x batch size. CUDA: the image tower at
+fp32/tf32/fp16 and several batch sizes, the decode ceilings (Pillow on every core, nvJPEG on the
+GPU), a naive batch-of-one loop on the GPU, the API's ingest rate with 16 concurrent clients, and
+the workers' backlog drain (first READY to last) for the defaults and a sweep of processes x
+threads, on 2,000 or more photos. Writes bench/results.json (or bench/gpu-results.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -20,7 +28,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +40,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import httpx
 import numpy as np
 import psutil
+import psycopg
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,75 +55,158 @@ from tests.helpers import (  # noqa: E402
     settings_env,
 )
 
-from photoembed.cli import migrate  # noqa: E402
+from photoembed.cli import api_processes, migrate  # noqa: E402
 from photoembed.clip.embedder import ClipEmbedder  # noqa: E402
 from photoembed.clip.onnx_runtime import OnnxEmbedder  # noqa: E402
 from photoembed.config import Settings  # noqa: E402
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port  # noqa: E402
-from photoembed.images import load_rgb  # noqa: E402
+from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header  # noqa: E402
+from photoembed.sizing import plan_sizing, resolve  # noqa: E402
 
 API_KEY = "bench-key"
-# A mix of what phones and cameras upload: (width, height, format, count per 12 photos).
-MIX = [
+# What phones and cameras upload: (width, height, format, count per set).
+CPU_MIX = [
     (4000, 3000, "JPEG", 3),
     (3000, 2000, "JPEG", 3),
     (1600, 1200, "JPEG", 3),
     (1024, 768, "PNG", 3),
 ]
+# The GPU machine's mix (../shared/gpu.md): 8 at 12 MP, 8 at 3 MP, 8 at 0.8 MP, a third PNG.
+GPU_MIX = [
+    (4000, 3000, "JPEG", 5),
+    (4000, 3000, "PNG", 3),
+    (2000, 1500, "JPEG", 5),
+    (2000, 1500, "PNG", 3),
+    (1024, 768, "JPEG", 6),
+    (1024, 768, "PNG", 2),
+]
 
 
-def photo_set(folder: Path, count: int) -> list[Path]:
-    """Generated once and kept in .cache/bench-photos (a 12 MP photo takes ~1 s to make)."""
+def photo_set(folder: Path, mix: list[tuple[int, int, str, int]], count: int) -> list[Path]:
+    """`count` uploads cycling over one set of distinct photos, made once and kept in .cache
+    (a 12 MP photo takes ~1 s to make). Repeats are separate photos to the service."""
     folder.mkdir(parents=True, exist_ok=True)
-    kinds = [(w, h, fmt) for w, h, fmt, n in MIX for _ in range(n)]
-    paths = []
-    for i in range(count):
-        width, height, fmt = kinds[i % len(kinds)]
+    kinds = [(w, h, fmt) for w, h, fmt, n in mix for _ in range(n)]
+    distinct = []
+    for i, (width, height, fmt) in enumerate(kinds):
         path = folder / f"{i:03d}-{width}x{height}.{fmt.lower()}"
         if not path.exists():
             options = {"quality": 90} if fmt == "JPEG" else {"compress_level": 1}
             path.write_bytes(encode(make_photo(1000 + i, (width, height)), fmt, **options))
-        paths.append(path)
-    return paths
+        distinct.append(path)
+    return [distinct[i % len(distinct)] for i in range(count)]
+
+
+# --- model, decode and naive ceilings (in this process) ------------------------------------------
 
 
 def measure_ceiling(
-    embedder: ClipEmbedder | OnnxEmbedder, batch_sizes: list[int]
-) -> tuple[float, dict[int, float]]:
+    embedder: Any, batch_sizes: list[int], seconds: float = 3.0
+) -> dict[int, float]:
     rates = {}
     for size in batch_sizes:
         batch = np.random.default_rng(size).standard_normal((size, 3, 224, 224), np.float32)
         embedder.embed_pixels(batch)  # warm-up
-        runs = max(2, 48 // size)
-        started = time.perf_counter()
-        for _ in range(runs):
+        runs, started = 0, time.perf_counter()
+        while runs < 2 or time.perf_counter() - started < seconds:
             embedder.embed_pixels(batch)
+            runs += 1
         rates[size] = size * runs / (time.perf_counter() - started)
-    return max(rates.values()), rates
+    return rates
 
 
 def measure_naive(embedder: ClipEmbedder, photos: list[Path]) -> float:
-    """The first version of such a worker: full decode, preprocess, batch of one, one at a time."""
+    """The first version of such a worker: full decode, OpenCLIP's preprocessing, one at a time."""
+    embedder.embed_pixels(embedder.preprocess(Image.new("RGB", (224, 224)))[None])
     started = time.perf_counter()
     for path in photos:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
-        embedder.embed_pixels(embedder.preprocess(rgb).numpy()[None])
+        embedder.embed_pixels(embedder.preprocess(rgb)[None])
     return len(photos) / (time.perf_counter() - started)
 
 
-def preprocessing_parity(embedder: ClipEmbedder, photos: list[Path]) -> dict[str, float]:
-    """Draft decode (as the service does) against a full decode, both through OpenCLIP's
-    preprocessing: how far apart are the embeddings?"""
+def _pillow_decode(args: tuple[str, int]) -> float:
+    path, draft = args
+    image, info = load_rgb(Path(path).read_bytes(), DecodeLimits(10**9, 1, draft))
+    from photoembed.quality import quality_score
+
+    quality_score(image, (info.width, info.height))
+    image.resize((224, 224), Image.Resampling.BICUBIC)
+    return time.perf_counter()
+
+
+def measure_cpu_decode(photos: list[Path], draft_side: int, processes: int) -> float:
+    """Pillow's reduced decode, the quality score and a resize, on `processes` cores."""
+    jobs = [(str(p), draft_side) for p in photos]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_pillow_decode, jobs[:processes])  # warm-up
+        started = time.perf_counter()
+        pool.map(_pillow_decode, jobs, chunksize=4)
+    return len(jobs) / (time.perf_counter() - started)
+
+
+def measure_gpu_decode(embedder: ClipEmbedder, photos: list[Path], batch: int) -> float:
+    """nvJPEG batched decode, orientation, resize, crop, normalise and quality on the GPU."""
+    from photoembed.clip import device_decode
+    from photoembed.clip.preprocessing import preprocessing_of
+
+    prep = preprocessing_of(embedder.load().preprocess)
+    items = []
+    for path in photos:
+        data = path.read_bytes()
+        header = read_jpeg_header(data)
+        if header is not None:
+            items.append(device_decode.EncodedJpeg(data, header))
+    device_decode.decode_for_model(items[:8], prep, "cuda")  # warm-up
+    import torch
+
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for start in range(0, len(items), batch):
+        device_decode.decode_for_model(items[start : start + batch], prep, "cuda")
+    torch.cuda.synchronize()
+    return len(items) / (time.perf_counter() - started)
+
+
+def draft_parity(embedder: ClipEmbedder, photos: list[Path], draft_side: int) -> dict[str, float]:
+    """How far the service's reduced decode moves embeddings from a full decode."""
     worst_abs, worst_cos = 0.0, 1.0
     for path in photos:
         with Image.open(path) as image:
-            full = embedder.embed_images([image.convert("RGB")])[0]
-        drafted, _ = load_rgb(path, max_pixels=10**9, min_side=1, draft_side=448)
-        fast = embedder.embed_images([drafted])[0]
+            full = embedder.embed_images([image.convert("RGB")], exact=True)[0]
+        drafted, _ = load_rgb(path.read_bytes(), DecodeLimits(10**9, 1, draft_side))
+        fast = embedder.embed_images([drafted], exact=True)[0]
         worst_abs = max(worst_abs, float(np.abs(full - fast).max()))
         worst_cos = min(worst_cos, float(np.dot(full, fast)))
     return {"max_abs_diff": worst_abs, "min_cosine": worst_cos}
+
+
+def gpu_decode_parity(embedder: ClipEmbedder, photos: list[Path]) -> dict[str, float]:
+    """How far decoding on the GPU moves embeddings from a full Pillow decode."""
+    from photoembed.clip import device_decode
+    from photoembed.clip.preprocessing import preprocessing_of
+
+    prep = preprocessing_of(embedder.load().preprocess)
+    worst_abs, worst_cos = 0.0, 1.0
+    for path in photos:
+        data = path.read_bytes()
+        header = read_jpeg_header(data)
+        if header is None:
+            continue
+        with Image.open(path) as image:
+            full = embedder.embed_images([image.convert("RGB")], exact=True)[0]
+        ((pixels, _),) = device_decode.decode_for_model(
+            [device_decode.EncodedJpeg(data, header)], prep, "cuda"
+        )
+        assert not isinstance(pixels, BaseException)
+        fast = embedder.embed_pixels(pixels[None].cpu().numpy(), exact=True)[0]
+        worst_abs = max(worst_abs, float(np.abs(full - fast).max()))
+        worst_cos = min(worst_cos, float(np.dot(full, fast)))
+    return {"max_abs_diff": worst_abs, "min_cosine": worst_cos}
+
+
+# --- the running service ------------------------------------------------------------------------
 
 
 class PeakRss(threading.Thread):
@@ -139,17 +234,20 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def wait_ready(database_url: str, ids: list[str], timeout: float = 900) -> list[float]:
-    """Wait (one SQL query per poll, not an HTTP request per photo: the API shares the cores with
-    the worker being measured) and return each photo's upload-to-READY latency in ms."""
-    import psycopg
+def _libpq(settings: Settings) -> str:
+    return settings.database_url.replace("postgresql+psycopg", "postgresql")
 
-    url = database_url.replace("postgresql+psycopg", "postgresql")
+
+def wait_ready(
+    settings: Settings, ids: list[str], timeout: float = 900
+) -> list[tuple[float, float]]:
+    """Wait (one SQL query per poll) and return each photo's (READY time, upload-to-READY ms)."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(_libpq(settings), autocommit=True) as conn:
         while time.monotonic() < deadline:
             rows = conn.execute(
-                "SELECT status, error, extract(epoch FROM processed_at - created_at) * 1000 "
+                "SELECT status, error, extract(epoch FROM processed_at), "
+                "extract(epoch FROM processed_at - created_at) * 1000 "
                 "FROM photos WHERE id = ANY(%s::uuid[])",
                 (ids,),
             ).fetchall()
@@ -157,19 +255,18 @@ def wait_ready(database_url: str, ids: list[str], timeout: float = 900) -> list[
             if failed:
                 raise SystemExit(f"{len(failed)} photos FAILED: {failed[0][1]}")
             if len(rows) == len(ids) and all(row[0] == "READY" for row in rows):
-                return [float(row[2]) for row in rows]
+                return [(float(row[2]), float(row[3])) for row in rows]
             time.sleep(0.1)
     raise SystemExit(f"photos not READY after {timeout}s")
 
 
-def worker_stage_seconds(metrics_port: int) -> dict[str, float]:
+def worker_stages(metrics_port: int) -> dict[str, float]:
     """Where the worker's time went, from its own Prometheus metrics."""
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/", timeout=10).text
 
     def total(name: str) -> float:
-        return sum(
-            float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
-        )
+        pattern = rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$"
+        return sum(float(v) for v in re.findall(pattern, text, re.M))
 
     batches = total("photoembed_inference_batch_size_count")
     return {
@@ -183,23 +280,20 @@ def worker_stage_seconds(metrics_port: int) -> dict[str, float]:
 
 
 class Profiler:
-    """py-spy on the worker process during the backlog, summarised as the hottest frames."""
+    """py-spy on the worker process, summarised as the hottest frames."""
 
     def __init__(self, worker_pid: int, output: Path) -> None:
         children = psutil.Process(worker_pid).children(recursive=True)
-        target = (
-            max(children, key=lambda p: p.memory_info().rss)
-            if children
-            else psutil.Process(worker_pid)
-        )
+        target = max(children, key=lambda p: p.memory_info().rss) if children else None
         self.output = output
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(target.pid), "--format", "raw", "--rate", "50",
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+             str((target or psutil.Process(worker_pid)).pid), "--format", "raw", "--rate", "50",
              "--output", str(output), "--nonblocking", "--threads"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def stop(self) -> list[tuple[str, float]]:
+    def stop(self) -> list[dict[str, Any]]:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(60)
         inclusive: dict[str, int] = {}
@@ -208,31 +302,78 @@ class Profiler:
             stack, _, count = line.rpartition(" ")
             if not count.isdigit():
                 continue
-            frames = stack.split(";")
-            if any("_serve" in f or "worker_thread" in f.lower() for f in frames) is False:
-                pass
             total += int(count)
-            for frame in set(frames):
+            for frame in set(stack.split(";")):
                 name = re.sub(r" \(.*?:\d+\)$", "", frame)
                 inclusive[name] = inclusive.get(name, 0) + int(count)
-        interesting = (
-            "photoembed",
-            "encode_image",
-            "load_rgb",
-            "quality",
-            "preprocess",
-            "resize",
-            "decode",
-            "embed",
-            "claim",
-            "store",
-            "wait",
-            "get",
-        )
-        top = [
-            (f, n / max(1, total)) for f, n in inclusive.items() if any(k in f for k in interesting)
+        keys = ("photoembed", "encode_image", "load_rgb", "quality", "preprocess", "resize",
+                "decode", "embed", "claim", "store", "run_session", "read")  # fmt: skip
+        top = [(f, n / max(1, total)) for f, n in inclusive.items() if any(k in f for k in keys)]
+        return [
+            {"frame": f, "share": round(s, 3)} for f, s in sorted(top, key=lambda i: -i[1])[:20]
         ]
-        return sorted(top, key=lambda item: -item[1])[:20]
+
+
+class Stack:
+    """Postgres, Redis and a seeded model cache for the whole run; a fresh queue, photo folder
+    and ports for each measurement, so that runs do not see each other's photos."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.postgres = LocalPostgres(workdir / "pg")
+        self.redis = LocalRedis(workdir / "redis")
+        self.model_cache = workdir / "models"
+        self.runs = 0
+
+    def __enter__(self) -> Stack:
+        weights = REPO / ".cache" / "test-weights" / "vit-b-32-random.bin"
+        random_weights(weights)
+        seed_hf_cache(self.model_cache, weights)
+        self.database_url = self.postgres.start()
+        # A GPU machine runs many worker processes; leave room for them (the budget is logged).
+        with psycopg.connect(_libpq_url(self.database_url), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET max_connections = 400")
+        self.postgres.pg_ctl("stop")
+        self.postgres.pg_ctl("start")
+        self.redis_url = self.redis.start()
+        migrate(self.database_url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.redis.stop()
+        self.postgres.stop()
+
+    def settings(self, **overrides: Any) -> Settings:
+        self.runs += 1
+        base = Settings(
+            env="production",
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            storage_dir=self.workdir / f"photos-{self.runs}",
+            api_keys=[API_KEY],
+            api_port=free_port(),
+            clip_cache_dir=self.model_cache,
+            log_format="json",
+            metrics_port=free_port(),
+            queue_name=f"bench-{self.runs}-{uuid.uuid4().hex[:6]}",
+        )
+        return base.model_copy(update=overrides)
+
+    def start(self, command: str, settings: Settings, name: str) -> ServiceProcess:
+        log = self.workdir / f"{name}-{self.runs}.log"
+        return ServiceProcess([command], settings_env(settings), log).start()
+
+
+def _libpq_url(database_url: str) -> str:
+    return database_url.replace("postgresql+psycopg", "postgresql")
+
+
+def client_for(settings: Settings) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=120,
+    )
 
 
 def upload(client: httpx.Client, path: Path) -> str:
@@ -242,238 +383,275 @@ def upload(client: httpx.Client, path: Path) -> str:
     return photo_id
 
 
+def upload_all(client: httpx.Client, photos: list[Path], clients: int) -> tuple[list[str], float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        ids = list(pool.map(lambda p: upload(client, p), photos))
+    return ids, len(photos) / (time.perf_counter() - started)
+
+
 def measure_service(
-    settings: Settings, photos: list[Path], workdir: Path, light: int, profile: Path | None
+    stack: Stack, settings: Settings, photos: list[Path], light: int, profile: Path | None
 ) -> dict[str, Any]:
-    # One log per run: a reused file would already hold the previous run's startup line.
-    name = settings.embed_runtime
-    api = ServiceProcess(["api"], settings_env(settings), workdir / f"api-{name}.log").start()
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-    try:
-        api.wait_for_log("Application startup complete", timeout=120)
+    """Uploads (4 clients) while the worker runs: the service end to end, as a user sees it."""
+    with ExitStack() as running:
+        api = stack.start("api", settings, "api")
+        running.callback(api.stop)
+        api.wait_for_log("Application startup complete", timeout=300)
+        client = client_for(settings)
         first = upload(client, photos[0])
-    except BaseException:
-        api.stop()  # the finally below does not cover this part yet
-        raise
-    boot_started = time.perf_counter()
-    worker = ServiceProcess(
-        ["worker"], settings_env(settings), workdir / f"worker-{name}.log"
-    ).start()
-    assert worker.process is not None
-    rss = PeakRss(worker.process.pid)
-    rss.start()
-    try:
-        wait_ready(settings.database_url, [first])
+        boot_started = time.perf_counter()
+        worker = stack.start("worker", settings, "worker")
+        running.callback(worker.stop)
+        assert worker.process is not None
+        rss = PeakRss(worker.process.pid)
+        rss.start()
+        running.callback(rss.done.set)
+        wait_ready(settings, [first])
         boot_to_first_ready = time.perf_counter() - boot_started
-
-        light_latencies = [
-            wait_ready(settings.database_url, [upload(client, p)])[0] for p in photos[1 : 1 + light]
-        ]
-
+        light_ms = [wait_ready(settings, [upload(client, p)])[0][1] for p in photos[1 : 1 + light]]
         profiler = Profiler(worker.process.pid, profile) if profile else None
         started = time.perf_counter()
-        with ThreadPoolExecutor(4) as pool:
-            ids = list(pool.map(lambda p: upload(client, p), photos))
-        backlog_latencies = wait_ready(settings.database_url, ids)
+        ids, _ = upload_all(client, photos, clients=4)
+        ready = wait_ready(settings, ids)
         elapsed = time.perf_counter() - started
         hottest = profiler.stop() if profiler else []
-        embedded = worker.log.count('"event": "photo.embedded"')
-        stages = worker_stage_seconds(settings.metrics_port)
-    finally:
-        rss.done.set()
-        worker.stop()
-        api.stop()
+        stages = worker_stages(settings.metrics_port)
     return {
-        "service_photos_per_s": len(photos) / elapsed,
-        "latency_p50_ms": percentile(light_latencies, 50),
-        "latency_p95_ms": percentile(light_latencies, 95),
-        "backlog_latency_p50_ms": percentile(backlog_latencies, 50),
-        "backlog_latency_p95_ms": percentile(backlog_latencies, 95),
+        "photos_per_s": len(photos) / elapsed,
+        "latency_p50_ms": percentile(light_ms, 50),
+        "latency_p95_ms": percentile(light_ms, 95),
+        "backlog_latency_p50_ms": percentile([ms for _, ms in ready], 50),
+        "backlog_latency_p95_ms": percentile([ms for _, ms in ready], 95),
         "worker_peak_rss_mb": rss.peak / 2**20,
-        "worker_rss_after_run_mb": rss.current / 2**20,
         "boot_to_first_ready_s": boot_to_first_ready,
-        "photos_embedded": embedded,
         "worker_stages": stages,
-        "profile_hottest_frames": [{"frame": f, "share": round(s, 3)} for f, s in hottest],
+        "profile_hottest_frames": hottest,
     }
 
 
-def hottest_frames(service: dict[str, Any]) -> list[tuple[str, float]]:
-    return [(f["frame"], f["share"]) for f in service["profile_hottest_frames"]]
+def measure_ingest(stack: Stack, settings: Settings, photos: list[Path], clients: int) -> float:
+    """Uploads per second through the API alone (no worker running)."""
+    with ExitStack() as running:
+        api = stack.start("api", settings, "api-ingest")
+        running.callback(api.stop)
+        api.wait_for_log("Application startup complete", timeout=300)
+        client = client_for(settings)
+        upload(client, photos[0])  # warm
+        _, rate = upload_all(client, photos, clients)
+    return rate
 
 
-RUNTIMES = ("torch", "onnx")
+def measure_drain(
+    stack: Stack, settings: Settings, photos: list[Path], clients: int = 16
+) -> dict[str, Any]:
+    """A backlog uploaded first, then the worker started: photos/s from first READY to last."""
+    with ExitStack() as running:
+        api = stack.start("api", settings, "api-drain")
+        running.callback(api.stop)
+        api.wait_for_log("Application startup complete", timeout=300)
+        ids, ingest = upload_all(client_for(settings), photos, clients)
+        worker = stack.start("worker", settings, "worker-drain")
+        running.callback(worker.stop)
+        started = time.perf_counter()
+        ready = sorted(at for at, _ in wait_ready(settings, ids, timeout=1800))
+        stages = worker_stages(settings.metrics_port)
+    drain = (len(ready) - 1) / max(1e-9, ready[-1] - ready[0])
+    return {
+        "drain_photos_per_s": drain,
+        "start_to_last_ready_s": time.perf_counter() - started,
+        "ingest_photos_per_s": ingest,
+        "worker_stages": stages,
+    }
 
 
-def service_rows(runtime: str, service: dict[str, Any]) -> list[tuple[str, str]]:
-    stages = service["worker_stages"]
-    return [
-        (f"[{runtime}] service end to end (photos/s)", f"{service['service_photos_per_s']:.2f}"),
-        (
-            f"[{runtime}] service / own ceiling (goal >= 0.8)",
-            f"{service['service_vs_ceiling']:.2f}",
+# --- the two runs -------------------------------------------------------------------------------
+
+
+def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
+    defaults = resolve(stack.settings())
+    torch_embedder = ClipEmbedder(stack.settings(clip_device="cpu"))
+    torch_embedder.load()
+    ceilings = {"torch": measure_ceiling(torch_embedder, [1, 8, 16, 32])}
+    naive = measure_naive(torch_embedder, photos[:12])
+    parity = draft_parity(torch_embedder, [p for p in photos[:12] if p.suffix == ".jpeg"], 224)
+    onnx_embedder = OnnxEmbedder(resolve(stack.settings(embed_runtime="onnx")))
+    onnx_embedder.load()  # exports once; the workers then find it in the cache
+    ceilings["onnx"] = measure_ceiling(onnx_embedder, [1, 8, 16, 32])
+    del onnx_embedder, torch_embedder
+    best_ceiling = max(max(rates.values()) for rates in ceilings.values())
+
+    service = measure_service(stack, stack.settings(), photos, args.light, args.profile)
+    sweep = []
+    for threads, batch in args.sweep:
+        run = measure_service(
+            stack,
+            stack.settings(worker_threads=threads, embed_batch_size=batch),
+            photos,
+            light=0,
+            profile=None,
+        )
+        sweep.append({"threads": threads, "batch_size": batch, **_summary(run)})
+    return {
+        "device": "cpu",
+        "defaults": {
+            "runtime": defaults.embed_runtime,
+            "threads": defaults.worker_threads,
+            "batch_size": defaults.embed_batch_size,
+            "draft_side": defaults.decode_draft_side,
+        },
+        "service": service,
+        "service_vs_best_ceiling": service["photos_per_s"] / best_ceiling,
+        "service_vs_naive": service["photos_per_s"] / naive,
+        "naive_photos_per_s": naive,
+        "ceilings": {
+            name: {"best": max(r.values()), "by_batch": r} for name, r in ceilings.items()
+        },
+        "sweep": sweep,
+        "draft_decode_parity": parity,
+    }
+
+
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "photos_per_s": round(run["photos_per_s"], 2),
+        "mean_batch_size": round(run["worker_stages"]["mean_batch_size"], 1),
+    }
+
+
+def run_gpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    import torch
+
+    photos = photo_set(REPO / ".cache" / "bench-photos-gpu", GPU_MIX, args.photos)
+    defaults = plan_sizing(stack.settings())
+
+    def embedder_at(precision: str) -> ClipEmbedder:
+        embedder = ClipEmbedder(
+            resolve(stack.settings(clip_device="cuda", clip_precision=precision))
+        )
+        embedder.load()
+        return embedder
+
+    from photoembed.clip.selfcheck import probe_image
+
+    ceilings: dict[str, dict[int, float]] = {}
+    precision_probe: dict[str, float] = {}
+    embedder = embedder_at("fp32")
+    exact = embedder.embed_images([probe_image()], exact=True)[0]
+    for precision in ("fp32", "tf32", "fp16", "bf16"):
+        reduced = embedder_at(precision)
+        ceilings[precision] = measure_ceiling(reduced, [16, 64, 256, 1024], seconds=2.0)
+        moved = np.abs(reduced.embed_images([probe_image()])[0] - exact).max()
+        precision_probe[precision] = float(moved)
+        del reduced
+        torch.cuda.empty_cache()
+    naive = measure_naive(embedder, photos[:48])
+    cores = os.cpu_count() or 1
+    decode = {
+        "pillow_all_cores": measure_cpu_decode(photos[:400], 224, cores),
+        "gpu_nvjpeg": measure_gpu_decode(embedder, photos[:400], batch=256),
+    }
+    parity = {
+        "gpu_decode_vs_full": gpu_decode_parity(embedder, photos[:24]),
+        "draft_vs_full": draft_parity(
+            embedder, [p for p in photos[:24] if p.suffix == ".jpeg"], 224
         ),
-        (f"[{runtime}] service / naive (goal >= 3)", f"{service['service_vs_naive']:.2f}"),
-        (
-            f"[{runtime}] latency p50 / p95, light load (ms)",
-            f"{service['latency_p50_ms']:.0f} / {service['latency_p95_ms']:.0f}",
-        ),
-        (
-            f"[{runtime}] latency p50 / p95, backlog (ms)",
-            f"{service['backlog_latency_p50_ms']:.0f} / {service['backlog_latency_p95_ms']:.0f}",
-        ),
-        (
-            f"[{runtime}] worker RSS peak / after (MB, goal < 1536)",
-            f"{service['worker_peak_rss_mb']:.0f} / {service['worker_rss_after_run_mb']:.0f}",
-        ),
-        (f"[{runtime}] boot to first READY (s)", f"{service['boot_to_first_ready_s']:.1f}"),
-        (
-            f"[{runtime}] worker: decode+score / inference (s)",
-            f"{stages['decode_and_score_s']:.1f} / {stages['inference_s']:.1f}",
-        ),
-        (f"[{runtime}] worker: mean batch size", f"{stages['mean_batch_size']:.1f}"),
-    ]
+    }
+    del embedder
+    torch.cuda.empty_cache()
+
+    ingest = measure_ingest(stack, stack.settings(), photos, clients=16)
+    default_drain = measure_drain(stack, stack.settings(), photos)
+    sweep = [{"processes": defaults.processes, "threads": defaults.threads, **default_drain}]
+    for processes, threads in args.gpu_sweep:
+        if (processes, threads) == (defaults.processes, defaults.threads):
+            continue
+        run = measure_drain(
+            stack, stack.settings(worker_processes=processes, worker_threads=threads), photos
+        )
+        sweep.append({"processes": processes, "threads": threads, **run})
+    best = max(sweep, key=lambda run: run["drain_photos_per_s"])
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "defaults": {
+            "processes": defaults.processes,
+            "threads": defaults.threads,
+            "batch_size": defaults.batch_size,
+            "precision": defaults.precision,
+            "jpeg_decoder": defaults.jpeg_decoder,
+        },
+        "ceilings": {name: {"by_batch": rates} for name, rates in ceilings.items()},
+        "decode_ceilings_photos_per_s": decode,
+        "naive_gpu_batch_1_photos_per_s": naive,
+        "api_ingest_16_clients_photos_per_s": ingest,
+        "drain_default_photos_per_s": default_drain["drain_photos_per_s"],
+        "drain_best": {k: best[k] for k in ("processes", "threads", "drain_photos_per_s")},
+        "default_vs_best": default_drain["drain_photos_per_s"] / best["drain_photos_per_s"],
+        "drain_sweep": [
+            {k: run[k] for k in ("processes", "threads", "drain_photos_per_s")} for run in sweep
+        ],
+        "parity": parity,
+        "precision_probe_max_abs_vs_fp32": precision_probe,
+    }
+
+
+def _pairs(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in pair.split("x")) for pair in text.split(",") if pair]  # type: ignore[misc]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--photos", type=int, default=48)
-    parser.add_argument("--light", type=int, default=8, help="photos sent one at a time")
-    parser.add_argument("--worker-threads", type=int, default=4)
-    parser.add_argument("--torch-threads", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--photos", type=int, help="uploads per run (CPU 48, CUDA 2000)")
+    parser.add_argument("--light", type=int, default=8, help="photos sent one at a time (CPU)")
     parser.add_argument(
-        "--profile", type=Path, help="py-spy the worker during the backlog (raw stacks)"
+        "--sweep", type=_pairs, default=_pairs("4x16,8x16,16x16,32x32"), help="CPU threadsxbatch"
     )
+    parser.add_argument(
+        "--gpu-sweep", type=_pairs, default=_pairs("1x128,2x128,4x128,8x64"),
+        help="CUDA processesxthreads",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--profile", type=Path, help="py-spy the CPU worker (raw stacks)")
     args = parser.parse_args()
-    runtimes = [r for r in args.runtimes.split(",") if r]
-    # The top-level keys describe the production CPU worker (compose runs EMBED_RUNTIME=onnx).
-    primary = "onnx" if "onnx" in runtimes else runtimes[0]
+    gpu = args.device == "cuda"
+    args.photos = args.photos or (2000 if gpu else 48)
+    output = args.output or REPO / "bench" / ("gpu-results.json" if gpu else "results.json")
 
-    cache_root = REPO / ".cache"
-    photos = photo_set(cache_root / "bench-photos", args.photos)
-    with tempfile.TemporaryDirectory(prefix="photoembed-bench-") as tmp:
-        workdir = Path(tmp)
-        model_cache = workdir / "models"
-        weights = cache_root / "test-weights" / "vit-b-32-random.bin"
-        random_weights(weights)
-        seed_hf_cache(model_cache, weights)
-        postgres, redis_server = LocalPostgres(workdir / "pg"), LocalRedis(workdir / "redis")
-        try:
-            settings = Settings(
-                env="production",
-                database_url=postgres.start(),
-                redis_url=redis_server.start(),
-                storage_dir=workdir / "photos",
-                api_keys=[API_KEY],
-                api_port=free_port(),
-                clip_cache_dir=model_cache,
-                clip_device="cpu",
-                worker_threads=args.worker_threads,
-                torch_threads=args.torch_threads,
-                embed_batch_size=args.batch_size,
-                log_format="json",
-                metrics_port=free_port(),
-            )
-            migrate(settings.database_url)
-
-            torch_embedder = ClipEmbedder(settings)
-            torch_embedder.load()
-            ceilings = {"torch": measure_ceiling(torch_embedder, [1, 8, 16, 32])}
-            naive = measure_naive(torch_embedder, photos[:12])
-            jpegs = [p for p in photos[:12] if p.suffix == ".jpeg"]
-            parity = preprocessing_parity(torch_embedder, jpegs)
-            onnx_export_s = None
-            if "onnx" in runtimes:
-                started = time.perf_counter()
-                onnx_embedder = OnnxEmbedder(settings)
-                onnx_embedder.load()  # exports once; the worker then finds it in the cache
-                onnx_export_s = time.perf_counter() - started
-                ceilings["onnx"] = measure_ceiling(onnx_embedder, [1, 8, 16, 32])
-                loaded = [Image.open(p).convert("RGB") for p in photos[:4]]
-                onnx_vs_torch = float(
-                    np.abs(
-                        onnx_embedder.embed_images(loaded) - torch_embedder.embed_images(loaded)
-                    ).max()
-                )
-                del onnx_embedder
-            del torch_embedder
-
-            services: dict[str, dict[str, Any]] = {}
-            for runtime in runtimes:
-                run_settings = settings.model_copy(
-                    update={"embed_runtime": runtime, "storage_dir": workdir / f"photos-{runtime}"}
-                )
-                profile = args.profile.with_suffix(f".{runtime}.txt") if args.profile else None
-                service = measure_service(run_settings, photos, workdir, args.light, profile)
-                ceiling = ceilings[runtime][0]
-                service["ceiling_images_per_s"] = ceiling
-                service["service_vs_ceiling"] = service["service_photos_per_s"] / ceiling
-                service["service_vs_torch_ceiling"] = (
-                    service["service_photos_per_s"] / ceilings["torch"][0]
-                )
-                service["service_vs_naive"] = service["service_photos_per_s"] / naive
-                services[runtime] = service
-        finally:
-            redis_server.stop()
-            postgres.stop()
-
-    results: dict[str, Any] = {
-        "runtime": primary,
-        **services[primary],
-        "naive_photos_per_s": naive,
-        "ceilings": {
-            runtime: {"best_images_per_s": best, "by_batch_size": by_batch}
-            for runtime, (best, by_batch) in ceilings.items()
-        },
-        "runtimes": services,
-        "draft_decode_parity": parity,
-        "onnx_export_and_load_s": onnx_export_s,
-        "onnx_vs_torch_max_abs": onnx_vs_torch if "onnx" in runtimes else None,
-        "config": {
-            "photos": len(photos),
-            "mix": [f"{w}x{h} {f}" for w, h, f, _ in MIX],
-            "worker_threads": args.worker_threads,
-            "torch_threads": args.torch_threads or os.cpu_count(),
-            "batch_size": args.batch_size,
-            "cores": os.cpu_count(),
-        },
+    with tempfile.TemporaryDirectory(prefix="photoembed-bench-") as tmp, Stack(Path(tmp)) as stack:
+        started = time.perf_counter()
+        results = run_gpu(args, stack) if gpu else run_cpu(args, stack)
+    results["run"] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "cores": os.cpu_count(),
+        "photos": args.photos,
+        "api_processes": api_processes(Settings()),
+        "seconds": round(time.perf_counter() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    rows = [
-        (
-            f"model ceiling {runtime} (images/s, best batch)",
-            f"{best:.2f}  by batch " + ", ".join(f"{b}: {r:.1f}" for b, r in by_batch.items()),
-        )
-        for runtime, (best, by_batch) in ceilings.items()
-    ]
-    rows.append(("naive worker (photos/s)", f"{naive:.2f}"))
-    for runtime, service in services.items():
-        rows.extend(service_rows(runtime, service))
-    rows.append(
-        (
-            "draft vs full decode: max abs / min cos",
-            f"{parity['max_abs_diff']:.2e} / {parity['min_cosine']:.6f}",
-        )
-    )
-    if "onnx" in runtimes:
-        rows.append(("onnx vs torch embeddings: max abs", f"{onnx_vs_torch:.2e}"))
-    width = max(len(name) for name, _ in rows)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    print()
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    for runtime, service in services.items():
-        for frame, share in hottest_frames(service):
-            print(f"  [{runtime}] profile {share:6.1%}  {frame}")
-    print(f"\nwritten to {args.output} (top-level keys: the {primary} runtime)")
+    if not gpu:
+        service = results["service"]
+        print(
+            f"\nservice {service['photos_per_s']:.2f} photos/s = "
+            f"{results['service_vs_best_ceiling']:.2f}x the best model-only ceiling (goal 0.7), "
+            f"{results['service_vs_naive']:.2f}x the naive loop (goal 2); "
+            f"mean batch {service['worker_stages']['mean_batch_size']:.1f}"
+        )
+        for row in results["sweep"]:
+            print(
+                f"  threads {row['threads']:>3} batch {row['batch_size']:>3}: {row['photos_per_s']}"
+            )
+    else:
+        print(
+            f"\ndrain {results['drain_default_photos_per_s']:.0f} photos/s with defaults "
+            f"({results['default_vs_best']:.2f}x the best), ingest "
+            f"{results['api_ingest_16_clients_photos_per_s']:.0f} photos/s"
+        )
+    print(f"written to {output}")
     return 0
 
 

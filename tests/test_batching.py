@@ -1,4 +1,5 @@
-"""MicroBatcher on its own: concurrent callers share one batch and each gets its own row."""
+"""MicroBatcher on its own: concurrent callers share one batch and each gets its own result; a
+batch that fails with a device error is split until it runs."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from photoembed.clip.batching import MicroBatcher
+from photoembed.clip.batching import DeviceFailure, MicroBatcher
+
+
+def _doubled(items: list[np.ndarray]) -> list[np.ndarray]:
+    time.sleep(0.02)  # a forward pass takes time; meanwhile more requests arrive
+    return [item * 2 for item in items]
 
 
 def test_concurrent_callers_share_batches_and_get_their_own_rows():
     sizes: list[int] = []
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        time.sleep(0.02)  # a forward pass takes time; meanwhile more requests arrive
-        return batch * 2
-
-    batcher = MicroBatcher(run, max_batch=8, max_wait=0.05, on_batch=lambda n, s: sizes.append(n))
+    batcher = MicroBatcher(
+        _doubled, max_batch=8, max_wait=0.05, on_batch=lambda n, s: sizes.append(n)
+    )
     inputs = [np.full((3,), float(i)) for i in range(32)]
     with ThreadPoolExecutor(16) as pool:
         outputs = list(pool.map(batcher.submit, inputs))
@@ -31,19 +34,73 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
 
 
 def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_still_runs():
+    # given a batcher whose first batch fails; it closes a batch at two items, or after 5 s
     calls = 0
-    gate = threading.Event()
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(items: list[int]) -> list[int]:
         nonlocal calls
         calls += 1
         if calls == 1:
-            gate.wait(1)
             raise RuntimeError("boom")
-        return batch
+        return items
 
-    batcher = MicroBatcher(run, max_batch=4, max_wait=0.01)
-    with pytest.raises(RuntimeError, match="boom"):
-        gate.set()
-        batcher.submit(np.zeros(2))
-    assert np.array_equal(batcher.submit(np.ones(2)), np.ones(2))
+    batcher = MicroBatcher(run, max_batch=2, max_wait=5.0)
+
+    def submit(value: int) -> object:
+        try:
+            return batcher.submit(value)
+        except RuntimeError as exc:
+            return exc
+
+    # when two callers submit: they share the first batch
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(submit, [1, 2]))
+    # then both got its error, it ran once, and a later batch runs normally
+    assert [str(r) for r in results] == ["boom", "boom"]
+    assert calls == 1
+    assert batcher.submit(3) == 3
+
+
+def test_a_batch_out_of_device_memory_is_split_until_every_item_runs():
+    # given a device that runs at most 3 items at once and fails larger batches
+    sizes: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(items) > 3:
+            raise MemoryError("out of memory")
+        return [item * 10 for item in items]
+
+    batcher = MicroBatcher(
+        run, max_batch=16, max_wait=0.5, retry_smaller=lambda e: isinstance(e, MemoryError)
+    )
+    gate = threading.Barrier(16)
+
+    def submit(value: int) -> int:
+        gate.wait(5)
+        return batcher.submit(value)
+
+    # when 16 callers submit together
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(submit, range(16)))
+
+    # then every one gets its own result, from batches small enough to run
+    assert results == [value * 10 for value in range(16)]
+    assert max(size for size in sizes if size <= 3) <= 3 and sizes[0] > 3
+
+
+def test_an_item_that_fails_alone_on_the_device_gets_a_transient_error():
+    def run(items: list[int]) -> list[int]:
+        raise MemoryError("out of memory")
+
+    batcher = MicroBatcher(run, max_batch=4, max_wait=0.0, retry_smaller=lambda e: True)
+    with pytest.raises(DeviceFailure, match="out of memory"):
+        batcher.submit(1)
+
+
+def test_a_run_that_returns_the_wrong_number_of_results_fails_its_callers_not_the_thread():
+    batcher = MicroBatcher(lambda items: items * 2, max_batch=4, max_wait=0.0)
+    with pytest.raises(RuntimeError, match="gave 2 results"):
+        batcher.submit(1)
+    with pytest.raises(RuntimeError, match="gave 2 results"):
+        batcher.submit(2)  # the inference thread is still serving

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from photoembed.config import Settings
-from photoembed.storage import PhotoStorage
+from photoembed.storage import LocalStorage
 from tests.helpers import encode, make_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_photo_that_passes_the_api_but_cannot_be_decoded_ends_failed(settings, a
         (key,) = conn.execute(
             "SELECT storage_key FROM photos WHERE id = %s", (photo_id,)
         ).fetchone()
-    PhotoStorage(settings.storage_dir).path_for(key).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    LocalStorage(settings.storage_dir).path_for(key).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
 
     # when the worker processes it
     worker = start_service("worker", settings)
@@ -79,18 +79,27 @@ def test_photo_that_passes_the_api_but_cannot_be_decoded_ends_failed(settings, a
     assert api.get(f"/photos/{photo_id}/embedding").status_code == 404
 
 
-def test_photo_whose_file_vanished_ends_failed_with_the_reason(settings, api, start_service):
+def test_photo_whose_file_vanished_is_retried_then_fails_naming_the_storage_setting(
+    settings, api, start_service
+):
+    settings = settings.model_copy(
+        update={"max_attempts": 3, "retry_min_backoff_ms": 200, "retry_max_backoff_ms": 400}
+    )
     response = api.post("/photos", files={"file": ("b.jpg", encode(make_photo(3)), "image/jpeg")})
     photo_id = response.json()["id"]
     with psycopg.connect(_libpq(settings)) as conn:
         (key,) = conn.execute(
             "SELECT storage_key FROM photos WHERE id = %s", (photo_id,)
         ).fetchone()
-    PhotoStorage(settings.storage_dir).path_for(key).unlink()
+    LocalStorage(settings.storage_dir).path_for(key).unlink()
 
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed")
 
+    # a missing file is not the photo's fault: retried, then FAILED with the setting to check
     photo = wait_for_status(api, photo_id, {"READY", "FAILED"})
     assert photo["status"] == "FAILED"
-    assert "missing" in photo["error"]
+    assert photo["attempts"] == 3
+    assert "gave up after 3 attempts" in photo["error"]
+    assert "STORAGE_URL=file://" in photo["error"]
+    assert worker.log.count('"event": "photo.retrying"') == 2

@@ -158,6 +158,8 @@ def test_fuzzing_the_api_from_its_openapi_schema_finds_no_5xx(api):
             "--checks", "not_a_server_error",
             "--header", f"Authorization: Bearer {TEST_API_KEY}",
             "--max-examples", "40", "--seed", "1",
+            # the first text or image search loads the model into the API process
+            "--request-timeout", "120",
         ],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

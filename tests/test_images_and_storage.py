@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from photoembed.images import ImageError, inspect_image, load_rgb
-from photoembed.storage import PhotoStorage, TooLargeError
+from photoembed.images import DecodeLimits, ImageError, inspect_image, load_rgb, read_jpeg_header
+from photoembed.storage import LocalStorage, PhotoBytesMissing, TooLargeError
 from tests.helpers import encode, make_photo
 
-LIMITS = {"max_pixels": 50_000_000, "min_side": 16}
-
-
-def _write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
+LIMITS = DecodeLimits(max_pixels=50_000_000, min_side=16)
 
 
 def test_exif_orientation_is_applied(tmp_path):
     photo = make_photo(1, size=(400, 200))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    path = _write(tmp_path, "rotated.jpg", encode(photo, exif=exif))
-    rgb, info = load_rgb(path, **LIMITS)
+    rgb, info = load_rgb(encode(photo, exif=exif), LIMITS)
     assert (info.width, info.height) == (400, 200)
     assert rgb.size == (200, 400)
 
@@ -46,59 +37,109 @@ def test_exif_orientation_is_applied(tmp_path):
 )
 def test_unusual_modes_decode_to_rgb(tmp_path, image):
     fmt = "JPEG" if image.mode == "CMYK" else ("TIFF" if image.mode.startswith("I") else "PNG")
-    path = _write(tmp_path, "odd", encode(image, fmt))
-    rgb, _ = load_rgb(path, **LIMITS)
+    rgb, _ = load_rgb(encode(image, fmt), LIMITS)
     assert rgb.mode == "RGB"
     assert np.asarray(rgb).std() > 0
 
 
 def test_transparent_palette_is_flattened_on_white(tmp_path):
     image = Image.new("RGBA", (32, 32), (255, 0, 0, 0)).convert("P")
-    path = _write(tmp_path, "clear.png", encode(image, "PNG"))
-    rgb, _ = load_rgb(path, **LIMITS)
+    rgb, _ = load_rgb(encode(image, "PNG"), LIMITS)
     assert rgb.getpixel((5, 5)) == (255, 255, 255)
 
 
 def test_animated_gif_uses_the_first_frame(tmp_path):
     frames = [Image.new("RGB", (40, 40), color) for color in ("red", "blue")]
-    path = tmp_path / "anim.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:])
-    rgb, _ = load_rgb(path, **LIMITS)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    rgb, _ = load_rgb(buffer.getvalue(), LIMITS)
     red, _green, blue = rgb.getpixel((10, 10))
     assert red > 200 and blue < 50
 
 
-def test_draft_decode_keeps_at_least_the_asked_side(tmp_path):
-    path = _write(tmp_path, "big.jpg", encode(make_photo(4, size=(4000, 3000))))
-    rgb, info = load_rgb(path, **LIMITS, draft_side=448)
+@pytest.mark.parametrize("side", [448, 224])
+def test_draft_decode_keeps_at_least_the_asked_side(side):
+    data = encode(make_photo(4, size=(4000, 3000)))
+    rgb, info = load_rgb(data, DecodeLimits(50_000_000, 16, draft_side=side))
     assert (info.width, info.height) == (4000, 3000)
-    assert 448 <= min(rgb.size) < 3000
+    assert side <= min(rgb.size) < 2 * side
 
 
-def test_pixel_limit_is_checked_from_the_header(tmp_path):
-    path = _write(tmp_path, "wide.png", encode(Image.new("RGB", (3000, 20)), "PNG"))
+def test_other_formats_are_reduced_by_whole_factors_to_at_least_the_asked_side():
+    data = encode(make_photo(4, size=(1024, 768)), "PNG")
+    rgb, _ = load_rgb(data, DecodeLimits(50_000_000, 16, draft_side=224))
+    assert rgb.size == (342, 256)  # Pillow rounds the partial last box up
+    full, _ = load_rgb(data, LIMITS)
+    assert full.size == (1024, 768)
+
+
+def test_pixel_limit_is_checked_from_the_header():
+    data = encode(Image.new("RGB", (3000, 20)), "PNG")
     with pytest.raises(ImageError, match="3000x20 pixels"):
-        inspect_image(path, max_pixels=50_000, min_side=16)
+        inspect_image(data, DecodeLimits(max_pixels=50_000, min_side=16))
 
 
-async def _chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("jpeg", encode(make_photo(5, (640, 480)))),
+        ("progressive jpeg", encode(make_photo(5, (640, 480)), progressive=True)),
+        ("png", encode(make_photo(5, (320, 240)), "PNG")),
+    ],
+)
+def test_validation_checks_completeness_from_the_structure(name, data):
+    inspect_image(data, LIMITS)
+    for cut in (len(data) - 2, len(data) // 2, len(data) // 5):
+        with pytest.raises(ImageError, match="truncated"):
+            inspect_image(data[:cut], LIMITS)
+
+
+def test_a_damaged_png_chunk_is_caught_by_its_checksum():
+    data = bytearray(encode(make_photo(6, (320, 240)), "PNG"))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(ImageError, match="damaged"):
+        inspect_image(bytes(data), LIMITS)
+
+
+def test_jpeg_header_gives_size_components_and_orientation_without_decoding():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    header = read_jpeg_header(encode(make_photo(7, (400, 300)), exif=exif, progressive=True))
+    assert header is not None
+    assert (header.width, header.height, header.components) == (400, 300, 3)
+    assert header.progressive and header.orientation == 6 and header.complete
+    grey = read_jpeg_header(encode(make_photo(7, (40, 30)).convert("L")))
+    cmyk = read_jpeg_header(encode(make_photo(7, (40, 30)).convert("CMYK")))
+    assert grey is not None and grey.components == 1 and grey.orientation == 1
+    assert cmyk is not None and cmyk.components == 4
+    assert read_jpeg_header(b"not a jpeg") is None
+
+
+def _stage(storage: LocalStorage, data: bytes, max_bytes: int, chunk: int = 1000):
+    writer = storage.staging(max_bytes)
+    for start in range(0, len(data), chunk):
+        writer.write(data[start : start + chunk])
+    return writer.finish()
 
 
 def test_storage_is_content_addressed_and_refuses_other_keys(tmp_path):
-    storage = PhotoStorage(tmp_path)
-    staged = asyncio.run(storage.stage(_chunks(b"x" * 5000), max_bytes=10_000))
-    key = storage.commit(staged)
-    assert storage.read_path(key).read_bytes() == b"x" * 5000
-    assert storage.read_path(key).is_relative_to(tmp_path.resolve())
+    storage = LocalStorage(tmp_path)
+    key = storage.commit(_stage(storage, b"x" * 5000, max_bytes=10_000))
+    assert storage.read(key) == b"x" * 5000
+    assert storage.path_for(key).is_relative_to(tmp_path.resolve())
     for bad in ("../../etc/passwd", "/etc/passwd", key.upper(), key[:-1] + "/"):
         with pytest.raises(ValueError, match="not a storage key"):
             storage.path_for(bad)
 
 
 def test_storage_stops_at_the_limit_and_leaves_nothing(tmp_path):
-    storage = PhotoStorage(tmp_path)
+    storage = LocalStorage(tmp_path)
     with pytest.raises(TooLargeError):
-        asyncio.run(storage.stage(_chunks(b"y" * 50_000), max_bytes=10_000))
+        _stage(storage, b"y" * 50_000, max_bytes=10_000)
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_missing_bytes_name_the_storage_setting(tmp_path):
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(PhotoBytesMissing, match="STORAGE_URL=file://"):
+        storage.read("0" * 64)

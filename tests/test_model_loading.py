@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def _batch(embedder: ClipEmbedder) -> torch.Tensor:
-    return torch.stack([embedder.preprocess(make_photo(seed)) for seed in (11, 12, 13)])
+    return torch.from_numpy(
+        np.stack([embedder.preprocess(make_photo(seed)) for seed in (11, 12, 13)])
+    )
 
 
 def _activation_of(embedder: ClipEmbedder) -> str:
@@ -161,7 +163,7 @@ def test_draft_decoding_a_12_megapixel_jpeg_stays_close_to_the_full_decode(
 ):
     from PIL import Image
 
-    from photoembed.images import load_rgb
+    from photoembed.images import DecodeLimits, load_rgb
     from tests.helpers import encode
 
     path = tmp_path / "12mp.jpg"
@@ -170,7 +172,7 @@ def test_draft_decoding_a_12_megapixel_jpeg_stays_close_to_the_full_decode(
     with Image.open(path) as image:
         full = embedder.embed_images([image.convert("RGB")])[0]
     drafted, _ = load_rgb(
-        path, max_pixels=10**8, min_side=16, draft_side=model_settings.decode_draft_side
+        path.read_bytes(), DecodeLimits(10**8, 16, draft_side=model_settings.decode_draft_side)
     )
     assert min(drafted.size) < 3000  # really decoded at a reduced scale
     fast = embedder.embed_images([drafted])[0]

@@ -17,7 +17,7 @@ from PIL import Image
 
 from photoembed.clip.embedder import ClipEmbedder
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.onnx_export import onnx_path_for, preprocessing_of
+from photoembed.clip.onnx_export import onnx_path_for
 from photoembed.clip.onnx_runtime import (
     OnnxEmbedder,
     OnnxMeta,
@@ -25,10 +25,10 @@ from photoembed.clip.onnx_runtime import (
     onnx_sidecar_path,
 )
 from photoembed.clip.plan import sha256_file
+from photoembed.clip.preprocessing import preprocessing_of
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
-from photoembed.storage import PhotoStorage
-from photoembed.worker.pipeline import decode_stored
+from photoembed.photos import decode_stored, storage_for
 from tests.helpers import encode, make_photo, seed_hf_cache, settings_env, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -190,7 +190,7 @@ def test_a_worker_on_the_onnx_runtime_stores_the_torch_models_vectors(settings, 
 
     # then each ends READY with the vector the torch runtime gives for the stored file
     torch_side = ClipEmbedder(settings)
-    storage = PhotoStorage(settings.storage_dir)
+    storage = storage_for(settings)
     for photo_id in ids:
         photo = wait_for_status(api, photo_id, {"READY", "FAILED"})
         assert photo["status"] == "READY", photo

@@ -127,7 +127,7 @@ def test_compose_runs_the_native_commands_with_known_settings():
         assert set(service["environment"]) <= settings_names, name
         assert service["env_file"] == ".env"
     assert services["worker"]["build"]["dockerfile"] == "Dockerfile.worker"
-    assert services["worker"]["healthcheck"]["test"] == ["CMD", "photoembed", "selfcheck"]
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "photoembed", "health"]
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "worker"):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image, ImageFilter
 
-from photoembed.storage import PhotoStorage
+from photoembed.storage import LocalStorage
 from tests.helpers import encode, make_person_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -139,7 +139,7 @@ def test_attach_later_and_delete_photo_and_person(settings, api, two_people):
         == ada["id"]
     )
 
-    storage = PhotoStorage(settings.storage_dir)
+    storage = LocalStorage(settings.storage_dir)
     doomed = photos["ada"][1]
     assert api.delete(f"/photos/{doomed}").status_code == 204
     assert api.get(f"/photos/{doomed}").status_code == 404
@@ -163,3 +163,35 @@ def test_attach_later_and_delete_photo_and_person(settings, api, two_people):
     remaining = _ranked(_search(api, person_id=bob["id"], limit=100), ours)
     assert set(remaining) == set(photos["bob"]) - {moved}
     assert storage.root.exists()
+
+
+def _multipart(**fields: object) -> dict[str, tuple[None, str]]:
+    """Form fields sent as multipart/form-data parts (what `curl -F` and the page send)."""
+    return {name: (None, str(value)) for name, value in fields.items()}
+
+
+@pytest.mark.parametrize("kind", ["text", "photo_id", "person_id"])
+def test_json_and_multipart_search_give_the_same_ranking(api, two_people, kind):
+    ada, _, photos = two_people
+    value = {"text": "a person in a striped shirt", "photo_id": photos["ada"][0]}.get(
+        kind, ada["id"]
+    )
+    as_json = api.post("/search", json={kind: value, "limit": 10})
+    as_form = api.post("/search", files=_multipart(**{kind: value, "limit": 10}))
+    assert as_json.status_code == as_form.status_code == 200, (as_json.text, as_form.text)
+    ranked = [hit["photo_id"] for hit in as_json.json()["results"]]
+    assert ranked == [hit["photo_id"] for hit in as_form.json()["results"]]
+    assert len(ranked) == 10 and as_json.json()["query"] == kind
+
+
+def test_a_search_without_exactly_one_query_says_what_it_received(api, two_people):
+    both = api.post("/search", json={"text": "x", "photo_id": two_people[2]["ada"][0]})
+    assert both.status_code == 422
+    assert "received text and photo_id" in both.json()["detail"]
+    none = api.post("/search", json={"limit": 4})
+    assert none.status_code == 422 and "received none of them" in none.json()["detail"]
+    unknown = api.post("/search", json={"txt": "typo"})
+    assert unknown.status_code == 422 and "txt" in unknown.json()["detail"]
+    assert (
+        api.post("/search", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+    )

@@ -23,9 +23,9 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError
 from photoembed.logging import get_logger
-from photoembed.storage import PhotoStorage
+from photoembed.photos import decode_stored, storage_for
+from photoembed.storage import PhotoBytesMissing
 from photoembed.vectors import insert_embedding
-from photoembed.worker.pipeline import decode_stored
 
 log = get_logger(__name__)
 
@@ -119,7 +119,7 @@ def run_backfill(
     if dry_run or result.missing == 0:
         return result
 
-    storage = PhotoStorage(settings.storage_dir)
+    storage = storage_for(settings)
     progress = Progress(result.missing, stream)
     skip: list[uuid.UUID] = []
     while True:
@@ -131,7 +131,7 @@ def run_backfill(
         for photo_id, key in batch:
             try:
                 image, _ = decode_stored(settings, storage, key)
-            except (ImageError, FileNotFoundError) as exc:
+            except (ImageError, PhotoBytesMissing) as exc:
                 result.failed[str(photo_id)] = str(exc)
                 skip.append(photo_id)
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from photoembed.clip.errors import ModelLoadError
@@ -41,19 +43,49 @@ def migrate(database_url: str) -> None:
     log.info("db.migrated", revision="head")
 
 
+def api_processes(settings: Settings) -> int:
+    """API_WORKERS, or half the cores (at most 8) beside the workers: one process parses uploads
+    on one core."""
+    return settings.api_workers or max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 def run_api(settings: Settings) -> None:
     import uvicorn
 
-    from photoembed.api.app import create_app
-
-    log.info("api.starting", url=f"http://{settings.api_host}:{settings.api_port}")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
+    processes = api_processes(settings)
+    log.info(
+        "api.starting", url=f"http://{settings.api_host}:{settings.api_port}", processes=processes
     )
+    options = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,
+        "access_log": False,
+    }
+    if processes == 1:
+        from photoembed.api.app import create_app
+
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # Several processes (uvicorn's supervisor): each builds the app from the environment, and
+    # their metrics are added up from files in one folder.
+    metrics_dir = _fresh_metrics_dir(
+        settings.worker_metrics_dir.with_name(f"photoembed-api-metrics-{settings.api_port}")
+    )
+    os.environ.update(settings.environment(), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    uvicorn.run(
+        "photoembed.api.app:create_app_from_env",
+        factory=True,
+        workers=processes,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """Set before any process imports prometheus_client, emptied so no stale values survive."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def worker_command(settings: Settings) -> list[str]:
@@ -66,15 +98,48 @@ def worker_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def check_connection_budget(settings: Settings) -> None:
+    """Say at start when this worker's processes may open more connections than the server
+    allows (they would fail with "too many clients" under load)."""
+    from photoembed.db import check_budget
+
+    try:
+        budget = check_budget(
+            settings.database_url, settings.worker_processes, settings.db_pool_size
+        )
+    except Exception as exc:
+        log.warning("db.connection_budget_unknown", error=f"{type(exc).__name__}: {exc}")
+        return
+    fields = {
+        "processes": settings.worker_processes,
+        "pool_per_process": settings.db_pool_size,
+        "wanted": budget.wanted,
+        "max_connections": budget.max_connections,
+        "reserved": budget.reserved,
+        "in_use_now": budget.in_use,
+    }
+    if budget.exceeded:
+        log.error(
+            "db.connection_budget_exceeded",
+            fix="lower WORKER_PROCESSES or DB_POOL_SIZE, or raise the server's max_connections",
+            **fields,
+        )
+    else:
+        log.info("db.connection_budget", **fields)
+
+
 def run_worker(settings: Settings) -> None:
+    from photoembed.sizing import resolve
+
     if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
         os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
+    settings = resolve(settings)
+    check_connection_budget(settings)
     # Every worker process writes its metrics here; Dramatiq's exposition server reads them all.
-    # Set before any process imports prometheus_client, emptied so no stale values survive.
-    metrics_dir = settings.worker_metrics_dir
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    metrics_dir = _fresh_metrics_dir(settings.worker_metrics_dir)
     os.environ.update(
+        # The children get the sizes decided here, not their own guesses.
+        {name: value for name, value in settings.environment().items() if name in _RESOLVED},
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         dramatiq_prom_db=str(metrics_dir),
         dramatiq_prom_host=settings.metrics_host,
@@ -84,10 +149,18 @@ def run_worker(settings: Settings) -> None:
     os.execv(command[0], command)
 
 
+_RESOLVED = {
+    "CLIP_DEVICE", "EMBED_RUNTIME", "CLIP_PRECISION", "WORKER_PROCESSES", "WORKER_THREADS",
+    "EMBED_BATCH_SIZE", "TORCH_THREADS", "DB_POOL_SIZE", "JPEG_DECODER",
+}  # fmt: skip
+
+
 def run_selfcheck(settings: Settings, record: bool) -> int:
     from photoembed.clip.runtime import image_embedder
     from photoembed.clip.selfcheck import run_selfcheck as check
+    from photoembed.sizing import resolve
 
+    settings = resolve(settings)
     result = check(settings, image_embedder(settings), record=record)
     for finding in result.findings:
         log.error("selfcheck.failed", code=finding.code, finding=finding.message)
@@ -108,6 +181,54 @@ def run_sweep(settings: Settings) -> int:
     return 0
 
 
+def parse_since(value: str) -> datetime:
+    """An ISO time, or an age such as 30m, 2h, 7d."""
+    match = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def run_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from photoembed import repository
+    from photoembed.db import session_scope
+    from photoembed.photos import retry_failed
+    from photoembed.queue import build_broker
+
+    with session_scope(settings.database_url) as session:
+        ids = repository.failed_photos(
+            session, since=args.since, error_contains=args.error_contains, limit=args.limit
+        )
+    if args.dry_run:
+        print(f"{len(ids)} FAILED photo(s) would be retried")
+        return 0
+    retried = retry_failed(settings, build_broker(settings), ids)
+    print(f"{len(retried)} FAILED photo(s) sent again")
+    return 0
+
+
+def run_health(settings: Settings) -> int:
+    """The worker on this machine has passed its self-check: read from its metrics, so that a
+    health check never loads a second model (on a GPU, a second copy)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{settings.metrics_port}/"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        print(f"worker metrics at {url} unreachable: {exc}")
+        return 1
+    ready = re.search(r"^photoembed_worker_ready(?:\{[^}]*\})? ([0-9.e+-]+)$", text, re.M)
+    if ready is None or float(ready.group(1)) < 1:
+        print("no worker process has passed its self-check yet")
+        return 1
+    print("worker ready")
+    return 0
+
+
 def run_logcheck(path: Path) -> int:
     from photoembed.logcheck import check_file
 
@@ -121,7 +242,9 @@ def run_logcheck(path: Path) -> int:
 def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
     from photoembed.backfill import enqueue_backfill, run_backfill
     from photoembed.clip.runtime import image_embedder
+    from photoembed.sizing import resolve
 
+    settings = resolve(settings)
     embedder = image_embedder(settings)
     if args.enqueue:
         enqueue_backfill(settings, embedder.load().identity, all_statuses=args.all)
@@ -139,14 +262,15 @@ def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def model_info(settings: Settings) -> int:
-    from photoembed.clip.embedder import plan_for
+    from photoembed.clip.embedder import active_identity, plan_for
 
     try:
         plan = plan_for(settings)
+        identity = active_identity(settings)
     except ModelLoadError as exc:
         print(json.dumps({"loadable": False, "error": str(exc)}, indent=2))
         return 1
-    print(json.dumps({"loadable": True, **plan.describe()}, indent=2))
+    print(json.dumps({"loadable": True, "identity": identity, **plan.describe()}, indent=2))
     return 0
 
 
@@ -297,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--batch-size", type=int, default=16)
     backfill.add_argument("--enqueue", action="store_true", help="send the work to the workers")
     sub.add_parser("settings", help="print the settings table (name, type, default)")
+    retry = sub.add_parser("retry", help="send FAILED photos round again (after fixing the cause)")
+    retry.add_argument("--failed", action="store_true", required=True, help="FAILED photos")
+    retry.add_argument("--since", type=parse_since, help="failed since: ISO time, or 30m, 2h, 7d")
+    retry.add_argument("--error-contains", help="only those whose error contains this text")
+    retry.add_argument("--limit", type=int, default=100_000)
+    retry.add_argument("--dry-run", action="store_true", help="only count them")
+    sub.add_parser(
+        "health", help="exit 0 once this machine's worker passed its self-check (no model load)"
+    )
     sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
@@ -338,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_backfill_command(settings, args)
         elif args.command == "sweep":
             return run_sweep(settings)
+        elif args.command == "retry":
+            return run_retry(settings, args)
+        elif args.command == "health":
+            return run_health(settings)
         elif args.command == "selfcheck":
             return run_selfcheck(settings, args.record)
         elif args.model_command == "info":

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_API_KEY = "change-me"
@@ -21,37 +21,50 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://photoembed:photoembed@localhost:5432/photoembed"
     redis_url: str = "redis://localhost:6379/0"
     storage_dir: Path = Path("./.photoembed/photos")
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 0
+    api_threads: int = 16
     max_upload_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     min_image_side: int = 16
 
     embed_backend: Literal["open_clip", "transformers"] = "open_clip"
-    embed_runtime: Literal["torch", "onnx"] = "torch"
+    embed_runtime: Literal["auto", "torch", "onnx"] = "auto"
     hf_model: str = "openai/clip-vit-base-patch32"
     clip_model_name: str = "ViT-B-32"
     clip_pretrained: str = "openai"
     clip_cache_dir: Path = Path("./.photoembed/models")
     clip_quick_gelu: Literal["auto", "true", "false"] = "auto"
     clip_device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    clip_precision: Literal["auto", "fp32", "tf32", "fp16", "bf16"] = "auto"
     selfcheck_reference_dir: Path | None = None
 
-    worker_processes: int = 1
-    worker_threads: int = 4
+    worker_processes: int = 0
+    worker_threads: int = 0
     torch_threads: int = 0
+    db_pool_size: int = 0
     queue_name: str = "photos"
-    max_attempts: int = 3
-    max_retries: int = 10
+    max_attempts: int = 5
+    max_retries: int = 20
+    retry_min_backoff_ms: int = 1_000
+    retry_max_backoff_ms: int = 60_000
+    give_up_after_seconds: int = 86_400
     claim_lease_seconds: int = 600
     sweep_interval_seconds: int = 30
     sweep_pending_grace_seconds: int = 60
     redis_heartbeat_timeout_ms: int = 60_000
     redis_maintenance_chance: int = 10_000
-    decode_draft_side: int = 448
-    embed_batch_size: int = 16
+    decode_draft_side: int = 224
+    jpeg_decoder: Literal["auto", "pillow", "torchvision"] = "auto"
+    embed_batch_size: int = 0
     embed_batch_wait_ms: int = 20
 
     metrics_host: str = "127.0.0.1"
@@ -78,11 +91,19 @@ class Settings(BaseSettings):
 
     def environment(self) -> dict[str, str]:
         """These settings as environment variables: a child process reading them gets the same."""
-        return {
-            name.upper(): ",".join(value) if isinstance(value, list) else str(value)
-            for name, value in self.model_dump().items()
-            if value is not None
-        }
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+        return env
+
+    @property
+    def storage_location(self) -> str:
+        """STORAGE_URL, or the folder STORAGE_DIR when it is not set."""
+        return self.storage_url or self.storage_dir.expanduser().resolve().as_uri()
 
     @field_validator("selfcheck_reference_dir", "metrics_dir", mode="before")
     @classmethod
@@ -113,6 +134,8 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
         shown = ",".join(default) if isinstance(default, list) else default
+        if isinstance(shown, SecretStr):
+            shown = shown.get_secret_value()
         annotation = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
         annotation = annotation.replace("<class '", "").replace("'>", "").replace("|", "or")
         rows.append(f"| `{name.upper()}` | {annotation} | `{'' if shown is None else shown}` |")

@@ -54,3 +54,8 @@ MODEL_LOAD_SECONDS = Gauge(
     "Seconds the last model load took.",
     multiprocess_mode="max",
 )
+WORKER_READY = Gauge(
+    "photoembed_worker_ready",
+    "1 once a worker process has passed its self-check (what the health check reads).",
+    multiprocess_mode="livemax",
+)

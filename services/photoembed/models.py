@@ -78,6 +78,8 @@ class Photo(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     message_id: Mapped[str | None] = mapped_column(String(64))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current round of attempts began: the upload, or the retry of a FAILED photo.
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

@@ -1,4 +1,9 @@
-"""The FastAPI application: `create_app(settings)` wires the routes to the shared services."""
+"""The FastAPI application: `create_app(settings)` wires the routes to the shared services.
+
+Importing this never imports torch: the model is needed only by text and image searches, and is
+loaded on the first one (`api.queries`). The configured model's identity, which reads need, is
+worked out in a child process at startup (`api.active_model`).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
+from photoembed.api.active_model import ActiveModel
 from photoembed.api.limits import BodySizeLimit
+from photoembed.api.queries import QueryEmbedder
 from photoembed.api.routes import health, metrics, persons, photos, search, ui
 from photoembed.api.routes.ui import STATIC_DIR
-from photoembed.clip.embedder import ClipEmbedder
-from photoembed.config import Settings
+from photoembed.config import Settings, get_settings
+from photoembed.db import set_pool_size
+from photoembed.logging import configure_logging
 from photoembed.metrics import REQUEST_SECONDS
+from photoembed.photos import storage_for
 from photoembed.queue import build_broker
-from photoembed.storage import PhotoStorage
 
 RequestHandler = Callable[[Request], Awaitable[Response]]
 
@@ -26,9 +35,13 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 def create_app(settings: Settings) -> FastAPI:
     settings.check_api_keys()
+    set_pool_size(settings.api_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in this many threads, each holding at most one pooled connection.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        app.state.active_model.start()
         yield
         app.state.broker.close()
 
@@ -40,9 +53,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.broker = build_broker(settings)
-    app.state.storage = PhotoStorage(settings.storage_dir)
-    app.state.query_embedder = ClipEmbedder(settings)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.state.storage = storage_for(settings)
+    app.state.active_model = ActiveModel(settings)
+    app.state.query_embedder = QueryEmbedder(settings)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+        shown_limit=settings.max_upload_bytes,
+    )
 
     @app.middleware("http")
     async def observe_latency(request: Request, call_next: RequestHandler) -> Response:
@@ -62,3 +80,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ui.router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory each of uvicorn's worker processes calls (API_WORKERS > 1)."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

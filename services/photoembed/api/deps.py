@@ -11,8 +11,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from photoembed.clip.embedder import active_identity
-from photoembed.clip.errors import ModelLoadError
+from photoembed.api.active_model import ActiveModel
+from photoembed.api.queries import QueryEmbedder
 from photoembed.config import Settings
 from photoembed.db import get_sessionmaker
 from photoembed.storage import PhotoStorage
@@ -50,20 +50,22 @@ def get_storage(request: Request) -> PhotoStorage:
 StorageDep = Annotated[PhotoStorage, Depends(get_storage)]
 
 
-def get_active_model(request: Request, settings: SettingsDep) -> str | None:
-    """The configured model's identity (computed once per process); None when its weights are
-    not on this machine, and then reads fall back to each photo's newest vector."""
-    state = request.app.state
-    if not hasattr(state, "active_model"):
-        try:
-            state.active_model = active_identity(settings)
-        except ModelLoadError:
-            state.active_model = None
-    active: str | None = state.active_model
-    return active
+def get_active_model(request: Request) -> str | None:
+    """The configured model's identity; None when its weights are not on this machine, and then
+    reads fall back to each photo's newest vector."""
+    active: ActiveModel = request.app.state.active_model
+    return active.get()
 
 
 ActiveModelDep = Annotated[str | None, Depends(get_active_model)]
+
+
+def get_query_embedder(request: Request) -> QueryEmbedder:
+    embedder: QueryEmbedder = request.app.state.query_embedder
+    return embedder
+
+
+QueryEmbedderDep = Annotated[QueryEmbedder, Depends(get_query_embedder)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
 

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from photoembed.models import Photo
+
 _PHOTO_ID = "0b3f6a52-4c1e-4d8e-9a51-2f6d1c7e9a10"
 _PERSON_ID = "5d2c9e1a-7b34-4f0e-8c61-9e0a3b4d2f77"
 _MODEL = "open_clip:ViT-B-32:openai:a2f9c3d1e0b4:quickgelu"
@@ -14,7 +16,6 @@ _MODEL = "open_clip:ViT-B-32:openai:a2f9c3d1e0b4:quickgelu"
 
 class PhotoOut(BaseModel):
     model_config = ConfigDict(
-        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {
@@ -31,6 +32,8 @@ class PhotoOut(BaseModel):
                     "model": _MODEL,
                     "created_at": "2026-11-22T10:00:00Z",
                     "processed_at": "2026-11-22T10:00:01Z",
+                    "status_url": f"/photos/{_PHOTO_ID}",
+                    "thumbnail_url": f"/photos/{_PHOTO_ID}/thumbnail",
                 }
             ]
         },
@@ -49,6 +52,28 @@ class PhotoOut(BaseModel):
     model: str | None = None
     created_at: datetime
     processed_at: datetime | None
+    status_url: str = Field(description="Where to follow this photo's status")
+    thumbnail_url: str
+
+    @classmethod
+    def of(cls, photo: Photo, model: str | None = None) -> PhotoOut:
+        return cls(
+            id=photo.id,
+            status=photo.status,
+            person_id=photo.person_id,
+            content_type=photo.content_type,
+            size_bytes=photo.size_bytes,
+            width=photo.width,
+            height=photo.height,
+            quality_score=photo.quality_score,
+            error=photo.error,
+            attempts=photo.attempts,
+            model=model,
+            created_at=photo.created_at,
+            processed_at=photo.processed_at,
+            status_url=f"/photos/{photo.id}",
+            thumbnail_url=f"/photos/{photo.id}/thumbnail",
+        )
 
 
 class PersonIn(BaseModel):
@@ -78,11 +103,59 @@ class PersonOut(BaseModel):
 
 
 class PersonWithPhotos(PersonOut):
-    photos: list[PhotoOut]
+    photos: list[PhotoOut] = Field(description="The newest photos (a first page)")
+    photos_next_cursor: str | None = Field(
+        description="More photos: GET /persons/{id}/photos?cursor=..."
+    )
+
+
+class PhotoPage(BaseModel):
+    items: list[PhotoOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: done")
+
+
+class PersonPage(BaseModel):
+    items: list[PersonOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: done")
 
 
 class PhotoPatch(BaseModel):
     person_id: uuid.UUID | None = Field(description="Attach to this person, or null to detach")
+
+
+class SearchQuery(BaseModel):
+    """A search: exactly one of `text`, `photo_id`, `person_id` (or, in a multipart body, an
+    image in `file`), with optional filters."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "a person in a red shirt", "limit": 4},
+                {"photo_id": _PHOTO_ID, "limit": 10, "min_quality": 0.5},
+                {"person_id": _PERSON_ID, "filter_person_id": _PERSON_ID},
+            ]
+        },
+    )
+
+    text: str | None = Field(default=None, max_length=500, description="Describe the person")
+    photo_id: uuid.UUID | None = Field(default=None, description="Photos that look like this one")
+    person_id: uuid.UUID | None = Field(
+        default=None, description="Photos that look like this person's READY photos"
+    )
+    limit: int = Field(default=20, ge=1, le=100)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    filter_person_id: uuid.UUID | None = Field(default=None, description="Only this person's")
+
+    def queries(self, with_file: bool) -> list[str]:
+        """Which of the query fields were given (a blank text is not a query)."""
+        given = {
+            "text": self.text is not None and self.text.strip() != "",
+            "photo_id": self.photo_id is not None,
+            "person_id": self.person_id is not None,
+            "file": with_file,
+        }
+        return [name for name, present in given.items() if present]
 
 
 class SearchHitOut(BaseModel):

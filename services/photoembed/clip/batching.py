@@ -1,10 +1,11 @@
 """Micro-batching: many worker threads, one forward pass.
 
-Each Dramatiq worker thread decodes and preprocesses its own photo (Pillow releases the GIL),
-then hands the pixel array to the process's MicroBatcher and waits. One inference thread collects
-what has arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one
-batch and gives every caller its own row back (or the batch's exception). Messages are still acked
-or retried one by one by their own threads.
+Worker threads hand their item (preprocessed pixels, or a photo's encoded bytes for a device that
+decodes them itself) to the process's MicroBatcher and wait. One inference thread collects what has
+arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one batch and
+gives every caller its own result, or its own exception. A batch that fails with a device error
+(out of memory, for one) is retried in halves down to single items, so one oversized batch never
+fails its photos; a single item that still fails gets the error, which the pipeline retries later.
 """
 
 from __future__ import annotations
@@ -12,59 +13,63 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-import numpy as np
-
-from photoembed.config import Settings
 from photoembed.metrics import BATCH_SIZE, INFERENCE_SECONDS
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass
-class _Request:
-    pixels: np.ndarray
-    result: Future[np.ndarray]
+class _Request(Generic[Item, Result]):
+    item: Item
+    result: Future[Result]
 
 
-def _observe_batch(size: int, seconds: float) -> None:
+class DeviceFailure(Exception):
+    """A device error that persisted down to a single item: transient, the photo is tried again
+    later (by this worker or another), never failed for good."""
+
+
+def observe_batch(size: int, seconds: float) -> None:
     BATCH_SIZE.observe(size)
     INFERENCE_SECONDS.observe(seconds)
 
 
-class MicroBatcher:
+def never_split(exc: BaseException) -> bool:
+    return False
+
+
+class MicroBatcher(Generic[Item, Result]):
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_batch: Callable[[list[Item]], Sequence[Result | BaseException]],
         max_batch: int,
         max_wait: float,
         on_batch: Callable[[int, float], None] | None = None,
+        retry_smaller: Callable[[BaseException], bool] = never_split,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max(1, max_batch)
         self._max_wait = max(0.0, max_wait)
         self._on_batch = on_batch
-        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._retry_smaller = retry_smaller
+        self._requests: queue.Queue[_Request[Item, Result]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    @classmethod
-    def from_settings(
-        cls, run_batch: Callable[[np.ndarray], np.ndarray], settings: Settings
-    ) -> MicroBatcher:
-        """Sized by EMBED_BATCH_SIZE and EMBED_BATCH_WAIT_MS; every batch goes to the metrics."""
-        return cls(
-            run_batch,
-            max_batch=settings.embed_batch_size,
-            max_wait=settings.embed_batch_wait_ms / 1000,
-            on_batch=_observe_batch,
-        )
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
 
-    def submit(self, pixels: np.ndarray) -> np.ndarray:
-        """Embed one preprocessed image (C, H, W); blocks until its batch has run."""
+    def submit(self, item: Item) -> Result:
+        """Run one item in a batch with whatever else arrives meanwhile; blocks until it ran."""
         self._ensure_started()
-        request = _Request(pixels, Future())
+        request: _Request[Item, Result] = _Request(item, Future())
         self._requests.put(request)
         return request.result.result()
 
@@ -76,7 +81,7 @@ class MicroBatcher:
                 )
                 self._thread.start()
 
-    def _collect(self) -> list[_Request]:
+    def _collect(self) -> list[_Request[Item, Result]]:
         batch = [self._requests.get()]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
@@ -91,17 +96,33 @@ class MicroBatcher:
                 break
         return batch
 
+    def _run(self, batch: list[_Request[Item, Result]]) -> None:
+        try:
+            outcomes = list(self._run_batch([request.item for request in batch]))
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} gave {len(outcomes)} results")
+        except BaseException as exc:
+            if self._retry_smaller(exc):
+                if len(batch) == 1:
+                    exc = DeviceFailure(f"{type(exc).__name__}: {exc}")
+                else:
+                    half = len(batch) // 2
+                    self._run(batch[:half])
+                    self._run(batch[half:])
+                    return
+            for request in batch:
+                request.result.set_exception(exc)
+            return
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.result.set_exception(outcome)
+            else:
+                request.result.set_result(outcome)
+
     def _serve(self) -> None:
         while True:
             batch = self._collect()
             started = time.perf_counter()
-            try:
-                vectors = self._run_batch(np.stack([r.pixels for r in batch]))
-            except BaseException as exc:
-                for request in batch:
-                    request.result.set_exception(exc)
-                continue
-            for request, vector in zip(batch, vectors, strict=True):
-                request.result.set_result(vector)
+            self._run(batch)
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)

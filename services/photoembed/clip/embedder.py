@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +16,27 @@ import open_clip
 import torch
 from PIL import Image
 
-from photoembed.clip import hf_backend
-from photoembed.clip.batching import MicroBatcher
+from photoembed.clip import device_decode, hf_backend
 from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
 from photoembed.clip.plan import ModelPlan
-from photoembed.clip.runtime import inference_threads
+from photoembed.clip.preprocessing import Preprocessing, preprocessing_of
+from photoembed.clip.runtime import (
+    BatchedEmbedder,
+    BatchItem,
+    BatchResult,
+    EmbeddedPhoto,
+    inference_threads,
+)
 from photoembed.clip.weights import (
     missing_weights_message,
     plan_model,
     verify_checksum,
 )
 from photoembed.config import Settings
+from photoembed.images import DecodeLimits, check_size, read_jpeg_header
 from photoembed.logging import get_logger
-from photoembed.metrics import MODEL_LOAD_SECONDS
+from photoembed.metrics import DECODE_SECONDS
+from photoembed.quality import score_from_stats
 
 log = get_logger(__name__)
 
@@ -226,43 +233,89 @@ def _drop_text_tower(model: torch.nn.Module) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-class ClipEmbedder:
-    """Turns images into L2-normalised embeddings. Cheap to create; loads on first use.
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def precision_scope(device: str, precision: str) -> Iterator[None]:
+    """Run the enclosed forward pass in `precision`: fp32 (TF32 off), tf32 (CUDA matmuls and
+    convolutions in TF32), or fp16/bf16 autocast."""
+    cuda = torch.backends.cuda.matmul
+    saved = cuda.allow_tf32, torch.backends.cudnn.allow_tf32
+    cuda.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        if precision in _AUTOCAST_DTYPES:
+            device_type = "cuda" if device.startswith("cuda") else "cpu"
+            with torch.autocast(device_type, dtype=_AUTOCAST_DTYPES[precision]):
+                yield
+        else:
+            yield
+    finally:
+        cuda.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def is_device_error(exc: BaseException) -> bool:
+    """A GPU out of memory (or another CUDA runtime failure): worth retrying in smaller pieces."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("out of memory", "CUDA error", "CUBLAS_STATUS", "cuDNN error")
+    )
+
+
+class ClipEmbedder(BatchedEmbedder):
+    """Turns images into L2-normalised embeddings in torch, on the CPU or a GPU. Cheap to create;
+    loads on first use.
 
     `image_only` (the worker) frees the text tower after loading; text queries need the default.
+    On CUDA with JPEG_DECODER=torchvision (the default there), JPEGs go to the batch as encoded
+    bytes and are decoded, scored and preprocessed on the GPU (`device_decode`).
     """
 
     def __init__(self, settings: Settings, *, image_only: bool = False) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._image_only = image_only
-        self._lock = threading.Lock()
-        self._loaded: LoadedModel | None = None
-        self._batcher = MicroBatcher.from_settings(self.embed_pixels, settings)
+        self._device_prep: Preprocessing | None = None
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self._settings.clip_precision == "auto" else self._settings.clip_precision
 
     def load(self) -> LoadedModel:
-        with self._lock:
-            if self._loaded is None:
-                torch.set_num_threads(inference_threads(self._settings))
-                self._loaded = load_model(self._settings)
-                if self._image_only and self._loaded.plan.backend == "open_clip":
-                    _drop_text_tower(self._loaded.model)
-                MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
-            return self._loaded
+        loaded = super().load()
+        assert isinstance(loaded, LoadedModel)
+        return loaded
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self.load().preprocess(image)
+    def _load(self, started: float) -> LoadedModel:
+        torch.set_num_threads(inference_threads(self._settings))
+        loaded = load_model(self._settings)
+        if self._image_only and loaded.plan.backend == "open_clip":
+            _drop_text_tower(loaded.model)
+        if self._settings.jpeg_decoder == "torchvision" and loaded.plan.backend == "open_clip":
+            try:
+                self._device_prep = preprocessing_of(loaded.preprocess)
+            except ModelLoadError:
+                log.info("model.device_decode_off", reason="preprocessing not describable")
+        return loaded
 
-    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed images (N, C, H, W) to L2-normalised embeddings (N, D)."""
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        pixels: np.ndarray = self.load().preprocess(image).numpy()
+        return pixels
+
+    def _forward(self, pixels: torch.Tensor, exact: bool) -> torch.Tensor:
         loaded = self.load()
-        with torch.inference_mode():
-            pixels = torch.from_numpy(batch).to(loaded.device)
+        with (
+            torch.inference_mode(),
+            precision_scope(loaded.device, "fp32" if exact else self.precision),
+        ):
             features = loaded.model.encode_image(pixels)  # type: ignore[operator]
-            features = torch.nn.functional.normalize(features.float(), dim=-1)
-        return features.cpu().numpy()
+        return torch.nn.functional.normalize(features.float(), dim=-1)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_pixels(np.stack([self.preprocess(image).numpy() for image in images]))
+    def embed_pixels(self, batch: np.ndarray, *, exact: bool = False) -> np.ndarray:
+        pixels = torch.from_numpy(batch).to(self.load().device)
+        result: np.ndarray = self._forward(pixels, exact).cpu().numpy()
+        return result
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text queries through the text tower (OpenCLIP's tokenizer ships with the package)."""
@@ -282,7 +335,61 @@ class ClipEmbedder:
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy()
 
-    def embed_image(self, image: Image.Image) -> np.ndarray:
-        """One image, preprocessed in the calling thread, embedded in a batch with whatever other
-        threads of this process submit meanwhile."""
-        return self._batcher.submit(self.preprocess(image).numpy())
+    def embed_photo(self, data: bytes, limits: DecodeLimits) -> EmbeddedPhoto:
+        self.load()
+        header = read_jpeg_header(data) if self._device_prep is not None else None
+        if header is None or not device_decode.device_decodable(header):
+            return super().embed_photo(data, limits)
+        info = check_size("JPEG", header.width, header.height, limits)
+        try:
+            vector, quality = self._batcher.submit(device_decode.EncodedJpeg(data, header))
+        except device_decode.DecoderRefused:
+            return super().embed_photo(data, limits)  # Pillow takes what the device decoder won't
+        assert quality is not None
+        return EmbeddedPhoto(vector=vector, quality=quality, info=info)
+
+    def _run_batch(self, items: list[BatchItem]) -> Sequence[BatchResult | BaseException]:
+        """Mixed batches: pixels preprocessed by Pillow, and encoded JPEGs decoded on the device."""
+        device = self.load().device
+        inputs: list[torch.Tensor | BaseException] = []
+        qualities: list[float | None] = []
+        jpegs = [item for item in items if isinstance(item, device_decode.EncodedJpeg)]
+        decoded: Iterator[device_decode.DecodedPhoto] = iter(())
+        if jpegs:
+            assert self._device_prep is not None
+            started = time.perf_counter()
+            decoded = iter(
+                device_decode.decode_for_model(
+                    jpegs, self._device_prep, device, self._settings.decode_draft_side
+                )
+            )
+            per_photo = (time.perf_counter() - started) / len(jpegs)
+            for _ in jpegs:
+                DECODE_SECONDS.observe(per_photo)
+        for item in items:
+            if isinstance(item, device_decode.EncodedJpeg):
+                pixels, stats = next(decoded)
+                inputs.append(pixels)
+                size = (item.header.width, item.header.height)
+                qualities.append(None if stats is None else score_from_stats(stats, size))
+            else:
+                assert isinstance(item, np.ndarray)
+                inputs.append(torch.from_numpy(item).to(device))
+                qualities.append(None)
+        ready = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+        vectors: dict[int, np.ndarray] = {}
+        if ready:
+            batch = torch.stack([inputs[i] for i in ready])  # type: ignore[misc]
+            vectors = dict(zip(ready, self._forward(batch, exact=False).cpu().numpy(), strict=True))
+        return [
+            value if isinstance(value, BaseException) else (vectors[i], qualities[i])
+            for i, value in enumerate(inputs)
+        ]
+
+    def _is_device_error(self, exc: BaseException) -> bool:
+        if not is_device_error(exc):
+            return False
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("inference.device_error", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return True

@@ -14,23 +14,21 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torchvision import transforms
 
 from photoembed.clip.embedder import ClipEmbedder, LoadedModel, plan_for, select_device
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.onnx_runtime import (
     PARITY_TOLERANCE,
     OnnxMeta,
-    Preprocessing,
     create_session,
     onnx_sidecar_path,
     run_session,
 )
 from photoembed.clip.plan import sha256_file
+from photoembed.clip.preprocessing import preprocessing_of
 from photoembed.clip.selfcheck import load_recording, max_abs_difference, probe_image
 from photoembed.clip.weights import verify_checksum
 from photoembed.config import Settings
@@ -64,42 +62,6 @@ def onnx_path_for(settings: Settings) -> Path:
     return plan.cache_dir / "onnx" / f"{plan.model_name}-{sha256[:16]}-{plan.activation}.onnx"
 
 
-def preprocessing_of(transform: Any) -> Preprocessing:
-    """Read OpenCLIP's eval transform; anything but Resize, CenterCrop, to-tensor and Normalize
-    (for example a resize mode that pads) is refused rather than approximated."""
-    steps = list(getattr(transform, "transforms", []))
-    resize = next((s for s in steps if isinstance(s, transforms.Resize)), None)
-    crop = next((s for s in steps if isinstance(s, transforms.CenterCrop)), None)
-    normalize = next((s for s in steps if isinstance(s, transforms.Normalize)), None)
-    known = (transforms.Resize, transforms.CenterCrop, transforms.Normalize)
-    others = [type(s).__name__ for s in steps if not isinstance(s, known)]
-    unsupported = [n for n in others if n not in ("MaybeConvertMode", "MaybeToTensor", "ToTensor")]
-    if (
-        resize is None
-        or crop is None
-        or normalize is None
-        or unsupported
-        or not isinstance(resize.size, int)
-        or resize.max_size is not None
-        or resize.interpolation.value not in ("bicubic", "bilinear", "nearest")
-        or crop.size[0] != crop.size[1]
-        or crop.size[0] > resize.size
-    ):
-        raise ModelLoadError(
-            f"this model's preprocessing is not supported by EMBED_RUNTIME=onnx: {transform}; "
-            f"set EMBED_RUNTIME=torch"
-        )
-    mean = tuple(float(v) for v in normalize.mean)
-    std = tuple(float(v) for v in normalize.std)
-    return Preprocessing(
-        resize=resize.size,
-        interpolation=resize.interpolation.value,
-        crop=int(crop.size[0]),
-        mean=(mean[0], mean[1], mean[2]),
-        std=(std[0], std[1], std[2]),
-    )
-
-
 class _ImageTower(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -125,7 +87,7 @@ def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
     check = np.concatenate(
         [torch_pixels[None], torch.randn(3, *torch_pixels.shape, generator=generator).numpy()]
     )
-    expected = embedder.embed_pixels(check)
+    expected = embedder.embed_pixels(check, exact=True)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

@@ -18,10 +18,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from photoembed.clip.batching import MicroBatcher
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.plan import ModelPlan
-from photoembed.clip.runtime import inference_threads
+from photoembed.clip.preprocessing import Preprocessing
+from photoembed.clip.runtime import BatchedEmbedder, inference_threads
 from photoembed.clip.selfcheck import REFERENCE_TOLERANCE, max_abs_difference, probe_image
 from photoembed.config import Settings
 from photoembed.logging import get_logger
-from photoembed.metrics import MODEL_LOAD_SECONDS
 
 log = get_logger(__name__)
 
@@ -45,41 +43,6 @@ ONNX_SIDECAR_SUFFIX = ".meta.json"
 # Same bar as the self-check's reference vector: recomputation noise passes, GELU for QuickGELU not.
 PARITY_TOLERANCE = REFERENCE_TOLERANCE
 PREPARE_TIMEOUT_S = 30 * 60
-
-_RESAMPLING = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """OpenCLIP's eval transform (Resize of the shorter side, CenterCrop, to float, Normalize) in
-    Pillow and numpy, with torchvision's size and rounding rules, so it gives the same pixels."""
-
-    resize: int
-    interpolation: str
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        size = (new_short, new_long) if width <= height else (new_long, new_short)
-        if size != image.size:
-            image = image.resize(size, _RESAMPLING[self.interpolation])
-        width, height = image.size
-        top = round((height - self.crop) / 2.0)  # torchvision's rounding, half to even
-        left = round((width - self.crop) / 2.0)
-        image = image.crop((left, top, left + self.crop, top + self.crop))
-        scaled = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
 
 @dataclass(frozen=True)
@@ -166,6 +129,9 @@ def create_session(path: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 2  # warnings and worse reach fd 2, and so the self-check
+    # Idle inference threads sleep instead of spinning: the worker's threads decode photos on the
+    # same cores between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with _stderr_as_warnings():
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -238,42 +204,31 @@ def _check_probe(loaded: OnnxLoaded, meta: OnnxMeta) -> None:
         )
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(BatchedEmbedder):
     """The worker's image embedder on ONNX Runtime; same interface and batching as ClipEmbedder."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-        self._loaded: OnnxLoaded | None = None
-        self._batcher = MicroBatcher.from_settings(self.embed_pixels, settings)
-
     def load(self) -> OnnxLoaded:
-        with self._lock:
-            if self._loaded is None:
-                started = time.perf_counter()
-                log.info("model.loading", runtime="onnx")
-                path = prepare_onnx(self._settings)
-                self._loaded = open_prepared(path, self._settings, started)
-                MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
-                log.info(
-                    "model.loaded",
-                    runtime="onnx",
-                    model=self._loaded.identity,
-                    onnx=str(path),
-                    embed_dim=self._loaded.embed_dim,
-                    device="cpu",
-                    duration_ms=round(self._loaded.load_seconds * 1000),
-                )
-            return self._loaded
+        loaded = super().load()
+        assert isinstance(loaded, OnnxLoaded)
+        return loaded
+
+    def _load(self, started: float) -> OnnxLoaded:
+        log.info("model.loading", runtime="onnx")
+        path = prepare_onnx(self._settings)
+        loaded = open_prepared(path, self._settings, started)
+        log.info(
+            "model.loaded",
+            runtime="onnx",
+            model=loaded.identity,
+            onnx=str(path),
+            embed_dim=loaded.embed_dim,
+            device="cpu",
+            duration_ms=round(loaded.load_seconds * 1000),
+        )
+        return loaded
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self.load().preprocessing(image)
 
-    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, batch: np.ndarray, *, exact: bool = False) -> np.ndarray:
         return run_session(self.load().session, batch)
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_pixels(np.stack([self.preprocess(image) for image in images]))
-
-    def embed_image(self, image: Image.Image) -> np.ndarray:
-        return self._batcher.submit(self.preprocess(image))

@@ -28,6 +28,10 @@ log = get_logger(__name__)
 NORM_TOLERANCE = 1e-3
 # Recomputing the same weights differs by ~1e-7; GELU vs QuickGELU on the same weights by ~1e-3.
 REFERENCE_TOLERANCE = 1e-4
+# A reduced precision (CLIP_PRECISION on a GPU) may move the probe at most half the GELU/QuickGELU
+# difference, or the activation could no longer be told from the arithmetic: measured on random
+# weights, fp16 moves it ~2e-4 (allowed), bf16 ~1.8e-3 (refused).
+PRECISION_TOLERANCE = 5e-4
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def run_selfcheck(
     if loaded is None:
         return result
     result.identity = loaded.identity
-    vector = embedder.embed_images([probe_image()])[0].astype(np.float64)
+    vector = embedder.embed_images([probe_image()], exact=True)[0].astype(np.float64)
 
     if loaded.embed_dim not in SUPPORTED_DIMS or vector.shape != (loaded.embed_dim,):
         findings.append(
@@ -151,6 +155,21 @@ def run_selfcheck(
     norm = float(np.linalg.norm(vector))
     if abs(norm - 1.0) > NORM_TOLERANCE:
         findings.append(Finding("not_unit_norm", f"the probe embedding has norm {norm:.6f}, not 1"))
+
+    if embedder.precision != "fp32":
+        reduced = embedder.embed_images([probe_image()])[0].astype(np.float64)
+        moved = max_abs_difference(reduced, vector)
+        log.info("selfcheck.precision", precision=embedder.precision, probe_max_abs=moved)
+        if moved > PRECISION_TOLERANCE:
+            findings.append(
+                Finding(
+                    "precision",
+                    f"CLIP_PRECISION={embedder.precision} moves the probe embedding {moved:.2e} "
+                    f"(max abs) from fp32, more than {PRECISION_TOLERANCE:.0e}: at that precision "
+                    f"QuickGELU and GELU (about 1e-3 apart) cannot be told apart. Use "
+                    f"CLIP_PRECISION=fp16 or fp32.",
+                )
+            )
 
     path = reference_path(settings, loaded)
     result.reference_path = path

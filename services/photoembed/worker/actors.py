@@ -6,25 +6,32 @@ here, so the model is loaded in each worker process (by the self-check), never b
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
+from dramatiq import Retry
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
 from photoembed.clip.runtime import image_embedder
 from photoembed.config import get_settings
+from photoembed.db import set_pool_size
 from photoembed.logging import configure_logging
 from photoembed.metrics import QUEUE_LAG_SECONDS
+from photoembed.photos import storage_for
 from photoembed.queue import BACKFILL_PHOTO, EMBED_PHOTO, build_broker
-from photoembed.storage import PhotoStorage
+from photoembed.sizing import resolve
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
 from photoembed.worker.pipeline import TRANSIENT_ERRORS, backfill_one, process_photo
 
-settings = get_settings()
+settings = resolve(get_settings())
 configure_logging(settings.log_format, settings.log_level)
+set_pool_size(settings.db_pool_size)
+storage = storage_for(settings)
 
 broker = build_broker(settings)
 broker.add_middleware(Prometheus())
@@ -36,15 +43,26 @@ dramatiq.set_broker(broker)
 
 
 def _retry_transient(retries: int, exception: BaseException) -> bool:
-    return retries <= settings.max_retries and isinstance(exception, TRANSIENT_ERRORS)
+    return retries <= settings.max_retries and isinstance(exception, Retry)
 
 
-# Transient errors retry with exponential backoff (1 s to 60 s); a photo gets 10 minutes.
+@contextlib.contextmanager
+def retried_when_transient() -> Iterator[None]:
+    """A transient error (already logged by the pipeline as `photo.retrying`) becomes Dramatiq's
+    Retry: retried with backoff, without an error-level traceback for an expected event."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}") from exc
+
+
+# Transient errors retry with exponential backoff (RETRY_MIN/MAX_BACKOFF_MS); each claim counts
+# against MAX_ATTEMPTS, and the sweeper ends anything still going after GIVE_UP_AFTER_SECONDS.
 ACTOR_OPTIONS: dict[str, Any] = {
     "queue_name": settings.queue_name,
     "retry_when": _retry_transient,
-    "min_backoff": 1_000,
-    "max_backoff": 60_000,
+    "min_backoff": settings.retry_min_backoff_ms,
+    "max_backoff": settings.retry_max_backoff_ms,
     "time_limit": 10 * 60_000,
 }
 
@@ -55,16 +73,14 @@ def embed_photo(photo_id: str) -> None:
     message = CurrentMessage.get_current_message()
     assert message is not None
     QUEUE_LAG_SECONDS.observe(max(0.0, time.time() - message.message_timestamp / 1000))
-    process_photo(
-        uuid.UUID(photo_id),
-        message.message_id,
-        settings,
-        image_embedder(settings),
-        PhotoStorage(settings.storage_dir),
-    )
+    with retried_when_transient():
+        process_photo(
+            uuid.UUID(photo_id), message.message_id, settings, image_embedder(settings), storage
+        )
 
 
 @dramatiq.actor(actor_name=BACKFILL_PHOTO, **ACTOR_OPTIONS)
 def backfill_photo(photo_id: str) -> None:
     """Give an existing photo a vector of this worker's model; its status does not change."""
-    backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings))
+    with retried_when_transient():
+        backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings), storage)

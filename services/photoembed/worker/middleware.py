@@ -13,6 +13,7 @@ from photoembed.clip.runtime import image_embedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger
+from photoembed.metrics import WORKER_READY
 from photoembed.worker.sweeper import SweeperThread
 
 log = get_logger(__name__)
@@ -42,6 +43,26 @@ class ModelSelfCheck(dramatiq.Middleware):
                 f"model self-check failed with {len(result.findings)} finding(s); not starting"
             )
         log.info("selfcheck.passed", model=result.identity)
+        WORKER_READY.set(1)
+        log.info(
+            "worker.policy",
+            device=self.settings.clip_device,
+            runtime=self.settings.embed_runtime,
+            precision=self.settings.clip_precision,
+            threads=self.settings.worker_threads,
+            batch_size=self.settings.embed_batch_size,
+            jpeg_decoder=self.settings.jpeg_decoder,
+            db_pool_size=self.settings.db_pool_size,
+            max_attempts=self.settings.max_attempts,
+            retry_backoff_ms=[
+                self.settings.retry_min_backoff_ms,
+                self.settings.retry_max_backoff_ms,
+            ],
+            give_up_after_seconds=self.settings.give_up_after_seconds,
+        )
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        WORKER_READY.set(0)
 
 
 class Sweep(dramatiq.Middleware):

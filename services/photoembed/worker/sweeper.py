@@ -4,6 +4,8 @@ Two cases, both safe to repeat because the claim is idempotent:
 * PENDING past a grace period whose message Redis no longer holds (a crash between the commit and
   the send, an enqueue while Redis was down, a Redis that lost its data, a dead-lettered retry);
 * PROCESSING past its lease (the worker holding it died, and no redelivery came).
+And it ends what would otherwise go round for ever: a photo not finished GIVE_UP_AFTER_SECONDS
+after it was submitted ends FAILED, with the last error it saw.
 Every worker runs it; a Redis lock lets one sweep per interval across all machines.
 """
 
@@ -13,12 +15,15 @@ import threading
 from dataclasses import dataclass
 
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy import text
 
+from photoembed import repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.logging import get_logger
-from photoembed.queue import embed_photo_message, message_is_queued
+from photoembed.metrics import PHOTO_FAILURES, STATUS_TRANSITIONS
+from photoembed.models import PhotoStatus
+from photoembed.photos import send
+from photoembed.queue import message_is_queued
 
 log = get_logger(__name__)
 
@@ -30,49 +35,34 @@ BATCH = 500
 class SweepResult:
     resent_pending: int = 0
     resent_expired: int = 0
+    gave_up: int = 0
 
 
 def sweep_once(settings: Settings, broker: RedisBroker) -> SweepResult:
     with session_scope(settings.database_url) as session:
-        pending = session.execute(
-            text(
-                """
-                SELECT id, message_id FROM photos
-                 WHERE status = 'PENDING'
-                   AND (enqueued_at IS NULL
-                        OR enqueued_at < now() - make_interval(secs => :grace))
-                 ORDER BY created_at LIMIT :batch
-                """
-            ),
-            {"grace": settings.sweep_pending_grace_seconds, "batch": BATCH},
-        ).all()
-        expired = session.execute(
-            text(
-                """
-                SELECT id FROM photos
-                 WHERE status = 'PROCESSING'
-                   AND claimed_at < now() - make_interval(secs => :lease)
-                 ORDER BY claimed_at LIMIT :batch
-                """
-            ),
-            {"lease": settings.claim_lease_seconds, "batch": BATCH},
-        ).all()
+        gave_up = repository.give_up_overdue(session, settings.give_up_after_seconds, BATCH)
+        pending = repository.lost_pending(session, settings.sweep_pending_grace_seconds, BATCH)
+        expired = repository.expired_leases(session, settings.claim_lease_seconds, BATCH)
+    for _ in gave_up:
+        PHOTO_FAILURES.labels("gave_up").inc()
+        STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
     lost = [
-        row.id
-        for row in pending
-        if not (row.message_id and message_is_queued(broker, settings.queue_name, row.message_id))
+        photo_id
+        for photo_id, message_id in pending
+        if not (message_id and message_is_queued(broker, settings.queue_name, message_id))
     ]
-    for photo_id in lost + [row.id for row in expired]:
-        message = embed_photo_message(settings, photo_id)
-        with session_scope(settings.database_url) as session:
-            session.execute(
-                text("UPDATE photos SET message_id = :m, enqueued_at = now() WHERE id = :id"),
-                {"m": message.message_id, "id": photo_id},
-            )
-        broker.enqueue(message)
-    result = SweepResult(resent_pending=len(lost), resent_expired=len(expired))
+    send(settings, broker, lost + expired)
+    result = SweepResult(
+        resent_pending=len(lost), resent_expired=len(expired), gave_up=len(gave_up)
+    )
     if lost or expired:
         log.warning("sweeper.resent", pending=len(lost), expired_lease=len(expired))
+    if gave_up:
+        log.error(
+            "sweeper.gave_up",
+            photos=len(gave_up),
+            give_up_after_seconds=settings.give_up_after_seconds,
+        )
     return result
 
 

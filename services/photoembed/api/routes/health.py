@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from photoembed.api.deps import BrokerDep, SettingsDep
+from photoembed.api.deps import BrokerDep, SettingsDep, StorageDep
 from photoembed.db import ping
 
 router = APIRouter(tags=["health"])
@@ -18,19 +20,24 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _check(probe: Callable[[], object]) -> str:
+    try:
+        await run_in_threadpool(probe)
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+    return "ok"
+
+
 @router.get("/readyz")
-async def readyz(settings: SettingsDep, broker: BrokerDep) -> JSONResponse:
-    """The database and the broker answer."""
-    checks: dict[str, str] = {}
-    try:
-        await run_in_threadpool(ping, settings.database_url)
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        await run_in_threadpool(broker.client.ping)
-        checks["broker"] = "ok"
-    except Exception as exc:
-        checks["broker"] = f"unavailable: {type(exc).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+async def readyz(settings: SettingsDep, broker: BrokerDep, storage: StorageDep) -> JSONResponse:
+    """Whether the database, the broker and the photo storage answer; `down` names the ones
+    that do not (503 then)."""
+    checks = {
+        "database": await _check(lambda: ping(settings.database_url)),
+        "broker": await _check(broker.client.ping),
+        "storage": await _check(storage.check),
+    }
+    down = [name for name, state in checks.items() if state != "ok"]
+    return JSONResponse(
+        {"ready": not down, "down": down, **checks}, status_code=503 if down else 200
+    )

@@ -1,17 +1,13 @@
-"""Uploading photos and reading their status and embeddings."""
+"""Uploading photos, reading their status and embeddings, retrying failed ones."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
-from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from photoembed.api.deps import (
     ActiveModelDep,
@@ -21,30 +17,55 @@ from photoembed.api.deps import (
     StorageDep,
     require_api_key,
 )
-from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut, PhotoPatch
-from photoembed.images import ImageError, ImageLimitError, inspect_image, load_rgb
+from photoembed.api.pagination import CursorQuery, LimitQuery, photo_page
+from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut, PhotoPage, PhotoPatch
+from photoembed.api.uploads import FILE_FIELD, receive_form
+from photoembed.images import ACCEPTED_NAMES, ImageError, ImageLimitError
 from photoembed.logging import get_logger
-from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
-from photoembed.models import Embedding, Person, Photo, PhotoStatus, utcnow
-from photoembed.queue import embed_photo_message
-from photoembed.storage import PhotoStorage, TooLargeError
+from photoembed.metrics import UPLOADS
+from photoembed.models import Embedding, Person, Photo, PhotoStatus
+from photoembed.photos import UnknownPerson, accept_photo, remove_photos, retry_failed, thumbnail
+from photoembed.storage import PhotoBytesMissing, StorageUnavailable
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/photos", tags=["photos"], dependencies=[Depends(require_api_key)])
 
-_CHUNK = 256 * 1024
-THUMBNAIL_SIDE = 256
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"The photo: {ACCEPTED_NAMES}",
+                        },
+                        "person_id": {
+                            "type": "string",
+                            "format": "uuid",
+                            "description": "Attach the photo to this person",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 
-async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(_CHUNK):
-        yield chunk
-
-
-def _photo_out(photo: Photo, model: str | None = None) -> PhotoOut:
-    out = PhotoOut.model_validate(photo)
-    out.model = model
-    return out
+def parse_uuid(value: str | None, name: str) -> uuid.UUID | None:
+    if value is None or value == "":
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{name} is not a UUID: {value!r}"
+        ) from None
 
 
 def _current_embedding(
@@ -57,47 +78,66 @@ def _current_embedding(
     return session.scalars(query.order_by(Embedding.created_at.desc()).limit(1)).first()
 
 
+def _get_or_404(session: SessionDep, photo_id: uuid.UUID) -> Photo:
+    photo = session.get(Photo, photo_id)
+    if photo is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
+    return photo
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PhotoOut,
+    openapi_extra=UPLOAD_BODY,
     responses={
         400: {"model": ErrorOut, "description": "empty file"},
         404: {"model": ErrorOut, "description": "unknown person_id"},
         413: {"model": ErrorOut, "description": "file larger than MAX_UPLOAD_BYTES"},
-        415: {"model": ErrorOut, "description": "not a usable image"},
-        422: {"model": ErrorOut, "description": "image outside the pixel limits"},
+        415: {"model": ErrorOut, "description": "not a usable image, or not multipart"},
+        422: {"model": ErrorOut, "description": "image outside the pixel limits, bad form"},
+        503: {"model": ErrorOut, "description": "the photo storage cannot be reached"},
     },
 )
 async def upload_photo(
-    file: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, GIF, BMP or TIFF")],
+    request: Request,
+    response: Response,
     settings: SettingsDep,
-    session: SessionDep,
     broker: BrokerDep,
     storage: StorageDep,
-    person_id: Annotated[uuid.UUID | None, Form()] = None,
 ) -> PhotoOut:
-    """Store the photo, record it as PENDING, then queue it for embedding (after the commit)."""
-    if person_id is not None and session.get(Person, person_id) is None:
-        UPLOADS.labels("unknown_person").inc()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+    """Store the photo (multipart field `file`, optional `person_id`), record it as PENDING, then
+    queue it for embedding (after the commit). Processing is asynchronous: follow the photo at
+    `Location` / `status_url` until it is READY or FAILED."""
     try:
-        staged = await storage.stage(upload_chunks(file), settings.max_upload_bytes)
-    except TooLargeError as exc:
-        UPLOADS.labels("too_large").inc()
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
+        form = await receive_form(request, storage, settings.max_upload_bytes, {"person_id"})
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+            UPLOADS.labels("too_large").inc()
+        raise
+    staged = form.file
     try:
+        if staged is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"send the photo in a multipart part named '{FILE_FIELD}'",
+            )
         if staged.size == 0:
             UPLOADS.labels("empty").inc()
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="the file is empty")
-        info = await run_in_threadpool(
-            inspect_image,
-            staged.path,
-            max_pixels=settings.max_image_pixels,
-            min_side=settings.min_image_side,
-        )
+        person_id = parse_uuid(form.fields.get("person_id"), "person_id")
+    except BaseException:
+        if staged is not None:
+            storage.discard(staged)
+        raise
+    try:
+        photo = await run_in_threadpool(accept_photo, settings, storage, broker, staged, person_id)
+    except UnknownPerson as exc:
+        UPLOADS.labels("unknown_person").inc()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except StorageUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     except ImageError as exc:
-        storage.discard(staged)
         outside_limits = isinstance(exc, ImageLimitError)
         UPLOADS.labels("outside_limits" if outside_limits else "not_an_image").inc()
         code = (
@@ -106,71 +146,32 @@ async def upload_photo(
             else status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
         )
         raise HTTPException(code, detail=str(exc)) from None
-    except BaseException:
-        storage.discard(staged)
-        raise
+    response.headers["Location"] = f"/photos/{photo.id}"
+    return PhotoOut.of(photo)
 
-    key = storage.commit(staged)
-    photo_id = uuid.uuid4()
-    message = embed_photo_message(settings, photo_id)
-    photo = Photo(
-        id=photo_id,
-        person_id=person_id,
-        status=PhotoStatus.PENDING,
-        storage_key=key,
-        content_hash=staged.sha256,
-        content_type=info.content_type,
-        size_bytes=staged.size,
-        width=info.width,
-        height=info.height,
-        message_id=message.message_id,
-        enqueued_at=utcnow(),
-    )
-    session.add(photo)
-    session.commit()
-    UPLOADS.labels("accepted").inc()
-    STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
-    try:
-        await run_in_threadpool(broker.enqueue, message)
-    except RedisError as exc:
-        # The row is committed; the sweeper sends the message once Redis answers again.
-        log.warning("photo.enqueue_deferred", photo_id=str(photo.id), error=str(exc))
-    log.info(
-        "photo.uploaded",
-        photo_id=str(photo.id),
-        message_id=message.message_id,
-        size_bytes=staged.size,
-        width=info.width,
-        height=info.height,
-        format=info.format,
-    )
-    return _photo_out(photo)
+
+@router.get("", response_model=PhotoPage)
+def list_photos(
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    photo_status: Annotated[
+        PhotoStatus | None, Query(alias="status", description="Only photos in this status")
+    ] = None,
+    person_id: Annotated[uuid.UUID | None, Query(description="Only this person's photos")] = None,
+) -> PhotoPage:
+    """Photos, newest first, a page at a time: pass `next_cursor` as `cursor` for the next page
+    (pages stay stable while photos are added). `model` is left out of list items."""
+    return photo_page(session, limit, cursor, photo_status, person_id)
 
 
 @router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
 def get_photo(photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep) -> PhotoOut:
-    """The photo's status (PENDING, PROCESSING, READY, FAILED with `error`), quality and model."""
+    """The photo's status (PENDING, PROCESSING, READY, FAILED with `error`), quality and model.
+    While a photo is being retried, `error` says what the last attempt ran into."""
     photo = _get_or_404(session, photo_id)
     embedding = _current_embedding(session, photo_id, active_model)
-    return _photo_out(photo, embedding.model if embedding else None)
-
-
-def _get_or_404(session: SessionDep, photo_id: uuid.UUID) -> Photo:
-    photo = session.get(Photo, photo_id)
-    if photo is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
-    return photo
-
-
-def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) -> None:
-    """Delete rows (their vectors cascade), then each file no other photo still uses."""
-    keys = {photo.storage_key for photo in photos}
-    for photo in photos:
-        session.delete(photo)
-    session.commit()
-    still_used = set(session.scalars(select(Photo.storage_key).where(Photo.storage_key.in_(keys))))
-    for key in keys - still_used:
-        storage.remove(key)
+    return PhotoOut.of(photo, embedding.model if embedding else None)
 
 
 @router.patch("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
@@ -183,7 +184,7 @@ def update_photo(photo_id: uuid.UUID, change: PhotoPatch, session: SessionDep) -
         )
     photo.person_id = change.person_id
     session.commit()
-    return _photo_out(photo)
+    return PhotoOut.of(photo)
 
 
 @router.delete(
@@ -195,34 +196,54 @@ def delete_photo(photo_id: uuid.UUID, session: SessionDep, storage: StorageDep) 
     log.info("photo.deleted", photo_id=str(photo_id))
 
 
+@router.post(
+    "/{photo_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PhotoOut,
+    responses={
+        404: {"model": ErrorOut},
+        409: {"model": ErrorOut, "description": "the photo is not FAILED"},
+    },
+)
+def retry_photo(
+    photo_id: uuid.UUID,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    broker: BrokerDep,
+) -> PhotoOut:
+    """Send a FAILED photo round again (once its cause is fixed): attempts reset, PENDING,
+    queued after the commit. 409 for a photo in any other status."""
+    photo = _get_or_404(session, photo_id)
+    session.rollback()  # the retry runs in its own transaction; read the result afresh below
+    if not retry_failed(settings, broker, [photo_id]):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"photo {photo_id} is {photo.status}; only FAILED photos can be retried",
+        )
+    session.refresh(photo)
+    response.headers["Location"] = f"/photos/{photo_id}"
+    return PhotoOut.of(photo)
+
+
 @router.get(
     "/{photo_id}/thumbnail",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
 )
 def get_thumbnail(
     photo_id: uuid.UUID, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> FileResponse:
+) -> Response:
     """A JPEG at most 256 px on a side, made on first request and kept beside the photo."""
     photo = _get_or_404(session, photo_id)
-    path = storage.thumbnail_path(photo.storage_key)
-    if not path.is_file():
-        try:
-            image, _ = load_rgb(
-                storage.read_path(photo.storage_key),
-                max_pixels=settings.max_image_pixels,
-                min_side=1,
-                draft_side=THUMBNAIL_SIDE,
-            )
-        except (ImageError, FileNotFoundError) as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no thumbnail: {exc}") from None
-        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        image.save(partial, format="JPEG", quality=85)
-        partial.replace(path)
-    return FileResponse(
-        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    try:
+        data = thumbnail(settings, storage, photo.storage_key)
+    except (ImageError, PhotoBytesMissing) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no thumbnail: {exc}") from None
+    except StorageUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
     )
 
 

@@ -1,77 +1,170 @@
-"""`POST /search`: photos ranked by cosine similarity to a text, an image, a photo or a person."""
+"""`POST /search`: photos ranked by cosine similarity to a text, an image, a photo or a person.
+
+A JSON body for text, photo and person queries (what API clients send), multipart for a query by
+image (the page, curl -F); both take the same fields and give the same answer.
+"""
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from photoembed.api.deps import (
     ActiveModelDep,
-    SessionDep,
+    QueryEmbedderDep,
     SettingsDep,
     StorageDep,
     require_api_key,
 )
-from photoembed.api.routes.photos import upload_chunks
-from photoembed.api.schemas import ErrorOut, SearchHitOut, SearchOut
-from photoembed.clip.embedder import ClipEmbedder
+from photoembed.api.queries import QueryEmbedder
+from photoembed.api.schemas import ErrorOut, SearchHitOut, SearchOut, SearchQuery
+from photoembed.api.uploads import FILE_FIELD, receive_form
 from photoembed.clip.errors import ModelLoadError
+from photoembed.config import Settings
+from photoembed.db import session_scope
 from photoembed.images import ImageError, load_rgb
-from photoembed.search import QueryVector, person_query, photo_query, search_similar
-from photoembed.storage import TooLargeError
+from photoembed.photos import decode_limits
+from photoembed.search import QueryVector, SearchHit, person_query, photo_query, search_similar
+from photoembed.storage import StagedFile
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
+_FIELDS = set(SearchQuery.model_fields)
+SEARCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": SearchQuery.model_json_schema(),
+                "examples": {
+                    "text": {"value": {"text": "a person in a red shirt", "limit": 4}},
+                    "photo": {"value": {"photo_id": "0b3f6a52-4c1e-4d8e-9a51-2f6d1c7e9a10"}},
+                    "person": {
+                        "value": {
+                            "person_id": "5d2c9e1a-7b34-4f0e-8c61-9e0a3b4d2f77",
+                            "min_quality": 0.5,
+                        }
+                    },
+                },
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Photos that look like this image",
+                        },
+                        "text": {"type": "string", "maxLength": 500},
+                        "photo_id": {"type": "string", "format": "uuid"},
+                        "person_id": {"type": "string", "format": "uuid"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "min_quality": {"type": "number", "minimum": 0, "maximum": 1},
+                        "filter_person_id": {"type": "string", "format": "uuid"},
+                    },
+                },
+                "examples": {"image": {"summary": "curl -F file=@me.jpg -F limit=10 .../search"}},
+            },
+        },
+    }
+}
 
-def _query_embedder(request: Request) -> ClipEmbedder:
-    """Text and image queries need the model in the API process: loaded on the first such query."""
-    embedder: ClipEmbedder = request.app.state.query_embedder
-    return embedder
+
+def _invalid(exc: ValidationError) -> HTTPException:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problems)
 
 
-async def _embed_query(
-    embedder: ClipEmbedder,
-    text: str | None,
-    file: UploadFile | None,
-    settings: SettingsDep,
-    storage: StorageDep,
+async def _read_query(
+    request: Request, settings: Settings, storage: StorageDep
+) -> tuple[SearchQuery, StagedFile | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "" and not await request.body():
+        return SearchQuery(), None  # nothing sent: answered below with what a query needs
+    if content_type == "application/json":
+        try:
+            return SearchQuery.model_validate_json(await request.body()), None
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+    if content_type == "application/x-www-form-urlencoded":
+        pairs = parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
+        return _form_query(dict(pairs), None, storage), None
+    if content_type == "multipart/form-data":
+        form = await receive_form(request, storage, settings.max_upload_bytes, _FIELDS)
+        return _form_query(form.fields, form.file, storage), form.file
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        detail="send a JSON body (text, photo_id or person_id) or multipart/form-data (file)",
+    )
+
+
+def _form_query(
+    fields: dict[str, str], staged: StagedFile | None, storage: StorageDep
+) -> SearchQuery:
+    """Form fields as a query; blank fields count as not sent (HTML forms send them empty)."""
+    given = {name: value for name, value in fields.items() if value.strip() != ""}
+    try:
+        return SearchQuery.model_validate(given)
+    except ValidationError as exc:
+        if staged is not None:
+            storage.discard(staged)
+        raise _invalid(exc) from None
+
+
+def _embed_file(
+    embedder: QueryEmbedder, settings: Settings, storage: StorageDep, staged: StagedFile
 ) -> QueryVector:
     try:
-        loaded = await run_in_threadpool(embedder.load)
-        if text is not None:
-            vector = (await run_in_threadpool(embedder.embed_texts, [text]))[0]
-            return QueryVector(vector.tolist(), loaded.identity)
-        assert file is not None
-        staged = await storage.stage(upload_chunks(file), settings.max_upload_bytes)
-        try:
-            image, _ = await run_in_threadpool(
-                load_rgb,
-                staged.path,
-                max_pixels=settings.max_image_pixels,
-                min_side=settings.min_image_side,
-                draft_side=settings.decode_draft_side,
-            )
-        finally:
-            storage.discard(staged)
-        vector = (await run_in_threadpool(embedder.embed_images, [image]))[0]
-        return QueryVector(vector.tolist(), loaded.identity)
-    except ModelLoadError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
-    except TooLargeError as exc:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
-    except ImageError as exc:
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=str(exc)) from None
+        image, _ = load_rgb(staged.read_bytes(), decode_limits(settings))
+    finally:
+        storage.discard(staged)
+    return embedder.embed_image(image)
+
+
+def _stored_query(
+    settings: Settings, kind: str, query: SearchQuery, active_model: str | None
+) -> QueryVector:
+    with session_scope(settings.database_url) as session:
+        if kind == "photo_id":
+            assert query.photo_id is not None
+            found = photo_query(session, query.photo_id, active_model)
+            missing = f"photo {query.photo_id} has no vector (unknown or not READY)"
+        else:
+            assert query.person_id is not None
+            found = person_query(session, query.person_id, active_model)
+            missing = f"person {query.person_id} has no READY photos"
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
+    return found
+
+
+def _rank(settings: Settings, vector: QueryVector, query: SearchQuery) -> list[SearchHit]:
+    with session_scope(settings.database_url) as session:
+        return search_similar(
+            session,
+            vector,
+            limit=query.limit,
+            min_quality=query.min_quality,
+            person_id=query.filter_person_id,
+        )
 
 
 @router.post(
     "/search",
     response_model=SearchOut,
+    openapi_extra=SEARCH_BODY,
     responses={
         404: {"model": ErrorOut, "description": "unknown or not yet READY photo / person"},
-        422: {"model": ErrorOut, "description": "not exactly one query"},
+        415: {"model": ErrorOut, "description": "neither JSON nor multipart, or not an image"},
+        422: {"model": ErrorOut, "description": "not exactly one query, or a bad field"},
         503: {
             "model": ErrorOut,
             "description": "the model cannot be loaded for text/image queries",
@@ -79,70 +172,46 @@ async def _embed_query(
     },
 )
 async def search(
-    session: SessionDep,
+    request: Request,
     settings: SettingsDep,
     storage: StorageDep,
     active_model: ActiveModelDep,
-    embedder: Annotated[ClipEmbedder, Depends(_query_embedder)],
-    text: Annotated[str | None, Form(max_length=500, examples=["a person in a red shirt"])] = None,
-    photo_id: Annotated[
-        uuid.UUID | None, Form(description="photos that look like this one")
-    ] = None,
-    person_id: Annotated[
-        uuid.UUID | None, Form(description="photos that look like this person's READY photos")
-    ] = None,
-    file: Annotated[UploadFile | None, File(description="photos that look like this image")] = None,
-    limit: Annotated[int, Form(ge=1, le=100)] = 20,
-    min_quality: Annotated[float | None, Form(ge=0, le=1)] = None,
-    filter_person_id: Annotated[
-        uuid.UUID | None, Form(description="only this person's photos")
-    ] = None,
+    embedder: QueryEmbedderDep,
 ) -> SearchOut:
-    """Send exactly one of `text`, `photo_id`, `person_id` or `file` (multipart form).
+    """Send exactly one query: JSON `{"text": ...}`, `{"photo_id": ...}` or `{"person_id": ...}`,
+    or a multipart form with the image in `file` (the same fields work as form fields too).
 
     A person is searched by the normalised mean of their READY photos' vectors. Results are ranked
     by cosine similarity among vectors of the same model as the query.
     """
-    given = {
-        "text": text is not None and text.strip() != "",
-        "photo_id": photo_id is not None,
-        "person_id": person_id is not None,
-        "image": file is not None and bool(file.filename),
-    }
-    chosen = [name for name, present in given.items() if present]
+    query, staged = await _read_query(request, settings, storage)
+    chosen = query.queries(with_file=staged is not None)
     if len(chosen) != 1:
+        if staged is not None:
+            storage.discard(staged)
+        received = " and ".join(chosen) if chosen else "none of them"
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="send exactly one of text, photo_id, person_id or file",
+            detail=f"send exactly one of text, photo_id, person_id or file; received {received}",
         )
     kind = chosen[0]
-    query: QueryVector | None
-    if kind == "photo_id":
-        assert photo_id is not None
-        query = photo_query(session, photo_id, active_model)
-        if query is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND,
-                detail=f"photo {photo_id} has no vector (unknown or not READY)",
-            )
-    elif kind == "person_id":
-        assert person_id is not None
-        query = person_query(session, person_id, active_model)
-        if query is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, detail=f"person {person_id} has no READY photos"
-            )
-    else:
-        query = await _embed_query(
-            embedder, text if kind == "text" else None, file, settings, storage
-        )
-    hits = search_similar(
-        session, query, limit=limit, min_quality=min_quality, person_id=filter_person_id
-    )
-    session.commit()
+    try:
+        if kind == "text":
+            assert query.text is not None
+            vector = await run_in_threadpool(embedder.embed_text, query.text)
+        elif kind == "file":
+            assert staged is not None
+            vector = await run_in_threadpool(_embed_file, embedder, settings, storage, staged)
+        else:
+            vector = await run_in_threadpool(_stored_query, settings, kind, query, active_model)
+    except ModelLoadError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    except ImageError as exc:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=str(exc)) from None
+    hits = await run_in_threadpool(_rank, settings, vector, query)
     return SearchOut(
-        query=kind,
-        model=query.model,
+        query="image" if kind == "file" else kind,
+        model=vector.model,
         results=[
             SearchHitOut(
                 photo_id=hit.photo_id,

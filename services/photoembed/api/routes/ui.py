@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from photoembed.api.deps import SettingsDep, require_api_key
+from photoembed.images import ACCEPTED_NAMES
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 router = APIRouter(tags=["ui"])
+
+
+class LimitsOut(BaseModel):
+    max_upload_bytes: int
+    max_image_pixels: int
+    min_image_side: int
+    accepted_formats: str
+
+
+@router.get("/limits", response_model=LimitsOut, dependencies=[Depends(require_api_key)])
+def limits(settings: SettingsDep) -> LimitsOut:
+    """What an upload must fit: clients (the page) refuse larger files before sending them."""
+    return LimitsOut(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        min_image_side=settings.min_image_side,
+        accepted_formats=ACCEPTED_NAMES,
+    )
 
 
 @router.get("/", include_in_schema=False)

@@ -3,6 +3,8 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "photoembed.apiKey";
 let persons = new Map();
+let limits = null;
+let galleryCursor = null;
 
 function apiKey() { return localStorage.getItem(KEY); }
 
@@ -14,6 +16,10 @@ async function api(path, options = {}) {
   return response;
 }
 
+function json(body) {
+  return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+}
+
 async function detail(response) {
   try { return (await response.json()).detail; } catch { return response.statusText; }
 }
@@ -23,20 +29,50 @@ function showKeyPanel(message = "") {
   $("key-error").textContent = message;
 }
 
+function megabytes(bytes) { return `${(bytes / 1048576).toFixed(1)} MB`; }
+
+function confirmDelete(text) {
+  // A <dialog>: keyboard-usable (Esc cancels, focus starts on Cancel), and testable.
+  const dialog = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
+}
+
 async function start() {
   if (!apiKey()) { showKeyPanel(); return; }
+  limits = await (await api("/limits")).json();
   $("key-panel").hidden = true; $("app").hidden = false; $("forget-key").hidden = false;
+  $("limit-hint").textContent = `${limits.accepted_formats}, up to ${megabytes(limits.max_upload_bytes)} each`;
   await loadPersons();
 }
 
-async function loadPersons(selected = "") {
-  const response = await api("/persons");
-  const list = await response.json();
-  persons = new Map(list.map((p) => [p.id, p.name]));
-  const select = $("person-select");
-  select.replaceChildren(new Option("(none)", ""), ...list.map((p) => new Option(p.name, p.id)));
-  select.value = selected;
+async function allPersons() {
+  const list = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: "200", ...(cursor ? { cursor } : {}) });
+    const page = await (await api(`/persons?${query}`)).json();
+    list.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return list;
 }
+
+async function loadPersons(selected = $("person-select").value) {
+  const list = await allPersons();
+  persons = new Map(list.map((p) => [p.id, p.name]));
+  const shown = $("gallery-person").value;
+  const options = () => list.map((p) => new Option(p.name, p.id));
+  $("person-select").replaceChildren(new Option("(none)", ""), ...options());
+  $("person-select").value = persons.has(selected) ? selected : "";
+  $("gallery-person").replaceChildren(new Option("(choose a person)", ""), ...options());
+  $("gallery-person").value = persons.has(shown) ? shown : "";
+  personChosen();
+}
+
+// --- uploads ---------------------------------------------------------------------------------------
 
 function uploadRow(name) {
   const li = document.createElement("li");
@@ -46,35 +82,61 @@ function uploadRow(name) {
   return li;
 }
 
-function showStatus(li, photo) {
-  const badge = li.querySelector(".badge");
+function showStatus(element, photo) {
+  const badge = element.querySelector(".badge");
   badge.textContent = photo.status; badge.className = `badge ${photo.status}`;
-  li.dataset.status = photo.status;
-  if (photo.quality_score !== null && photo.quality_score !== undefined) {
-    li.querySelector(".quality").textContent = `quality ${photo.quality_score.toFixed(2)}`;
+  element.dataset.status = photo.status;
+  const quality = element.querySelector(".quality");
+  if (quality && photo.quality_score !== null && photo.quality_score !== undefined) {
+    quality.textContent = `quality ${photo.quality_score.toFixed(2)}`;
   }
-  if (photo.error) { showError(li, photo.error); }
+  showError(element, photo.status === "READY" ? "" : photo.error || "");
+  const retry = element.querySelector("button.retry");
+  if (photo.status === "FAILED" && photo.id && !retry) {
+    const button = document.createElement("button");
+    button.type = "button"; button.className = "retry secondary"; button.textContent = "Retry";
+    button.addEventListener("click", () => retryPhoto(element, photo.id));
+    element.append(button);
+  } else if (photo.status !== "FAILED" && retry) {
+    retry.remove();
+  }
 }
 
-function showError(li, text) {
-  let error = li.querySelector(".error");
-  if (!error) { error = document.createElement("p"); error.className = "error"; li.append(error); }
+function showError(element, text) {
+  let error = element.querySelector(".error");
+  if (!text) { if (error) { error.remove(); } return; }
+  if (!error) { error = document.createElement("p"); error.className = "error"; element.append(error); }
   error.textContent = text;
 }
 
-async function follow(li, id) {
+async function follow(element, id) {
   for (;;) {
-    const photo = await (await api(`/photos/${id}`)).json();
-    showStatus(li, photo);
-    if (photo.status === "READY" || photo.status === "FAILED") { return; }
+    const response = await api(`/photos/${id}`);
+    if (!response.ok) { return; }
+    const photo = await response.json();
+    showStatus(element, photo);
+    if (photo.status === "READY" || photo.status === "FAILED") { return photo; }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
+}
+
+async function retryPhoto(element, id) {
+  const response = await api(`/photos/${id}/retry`, { method: "POST" });
+  if (!response.ok) { showError(element, await detail(response)); return; }
+  showStatus(element, await response.json());
+  await follow(element, id);
 }
 
 async function uploadFiles(files) {
   const person = $("person-select").value;
   await Promise.all([...files].map(async (file) => {
     const li = uploadRow(file.name);
+    if (limits && file.size > limits.max_upload_bytes) {
+      // Refused here, before sending: the server would answer 413 after reading it all.
+      showStatus(li, { status: "REFUSED" });
+      showError(li, `${megabytes(file.size)} is larger than the limit of ${megabytes(limits.max_upload_bytes)}`);
+      return;
+    }
     const form = new FormData();
     form.append("file", file);
     if (person) { form.append("person_id", person); }
@@ -86,32 +148,98 @@ async function uploadFiles(files) {
     li.dataset.photoId = photo.id;
     showStatus(li, photo);
     await follow(li, photo.id);
+    if (person && person === $("gallery-person").value) { await showGallery(); }
   }));
 }
 
+// --- a person's gallery ----------------------------------------------------------------------------
+
 async function thumbnail(img, url) {
   const response = await api(url);
-  if (response.ok) { img.src = URL.createObjectURL(await response.blob()); }
+  if (response.ok) { img.src = URL.createObjectURL(await response.blob()); return; }
+  const placeholder = document.createElement("div");
+  placeholder.className = "placeholder"; placeholder.textContent = "no preview";
+  img.replaceWith(placeholder);
 }
 
-async function search(form, label) {
+function galleryItem(photo) {
+  const li = document.createElement("li");
+  li.className = "card"; li.dataset.photoId = photo.id;
+  const img = document.createElement("img");
+  img.alt = `photo ${photo.id.slice(0, 8)}`;
+  const caption = document.createElement("div");
+  caption.innerHTML = `<span class="badge"></span> <span class="quality muted"></span>`;
+  const remove = document.createElement("button");
+  remove.type = "button"; remove.className = "delete-photo danger small"; remove.textContent = "Delete";
+  remove.setAttribute("aria-label", `Delete photo ${photo.id.slice(0, 8)}`);
+  remove.addEventListener("click", () => deletePhoto(li, photo.id));
+  li.append(img, caption, remove);
+  showStatus(li, photo);
+  if (photo.status === "READY") { thumbnail(img, photo.thumbnail_url); }
+  else if (photo.status !== "FAILED") { follow(li, photo.id).then((done) => done && done.status === "READY" && thumbnail(img, photo.thumbnail_url)); }
+  return li;
+}
+
+async function showGallery(more = false) {
+  const id = $("gallery-person").value;
+  if (!id) { return; }
+  const query = new URLSearchParams({ limit: "24", ...(more && galleryCursor ? { cursor: galleryCursor } : {}) });
+  const page = await (await api(`/persons/${id}/photos?${query}`)).json();
+  galleryCursor = page.next_cursor;
+  const items = page.items.map(galleryItem);
+  if (more) { $("gallery").append(...items); } else { $("gallery").replaceChildren(...items); }
+  $("gallery-more").hidden = !galleryCursor;
+  const count = $("gallery").children.length;
+  $("gallery-status").textContent = count ? `${count} photo(s) of ${persons.get(id)}${galleryCursor ? ", more below" : ""}` : `No photos of ${persons.get(id)} yet`;
+}
+
+function personChosen() {
+  const chosen = Boolean($("gallery-person").value);
+  $("search-person").disabled = !chosen; $("delete-person").disabled = !chosen;
+  if (chosen) { showGallery(); } else { $("gallery").replaceChildren(); $("gallery-status").textContent = ""; $("gallery-more").hidden = true; }
+}
+
+async function deletePhoto(li, id) {
+  if (!(await confirmDelete("Delete this photo, its vector and its file?"))) { return; }
+  const response = await api(`/photos/${id}`, { method: "DELETE" });
+  if (response.ok || response.status === 404) { li.remove(); $("gallery-status").textContent = "Photo deleted"; }
+  else { showError(li, await detail(response)); }
+}
+
+async function deletePerson() {
+  const id = $("gallery-person").value;
+  const name = persons.get(id);
+  if (!id || !(await confirmDelete(`Delete ${name} and all their photos? This cannot be undone.`))) { return; }
+  const response = await api(`/persons/${id}`, { method: "DELETE" });
+  if (!response.ok) { $("gallery-status").textContent = await detail(response); return; }
+  $("gallery-person").value = "";
+  await loadPersons();
+  $("gallery-status").textContent = `${name} deleted`;
+}
+
+// --- search ----------------------------------------------------------------------------------------
+
+async function search(request, label) {
   $("search-status").textContent = "Searching…";
-  const response = await api("/search", { method: "POST", body: form });
+  const response = await api("/search", request);
   if (!response.ok) { $("search-status").textContent = await detail(response); return; }
   const body = await response.json();
   $("search-status").textContent = `${body.results.length} result(s) for ${label}`;
   $("results").replaceChildren(...body.results.map((hit) => {
     const card = document.createElement("figure");
     card.className = "card"; card.dataset.photoId = hit.photo_id;
-    const img = document.createElement("img"); img.alt = "result";
-    const caption = document.createElement("div");
     const who = hit.person_id ? persons.get(hit.person_id) || "someone" : "no person";
+    const img = document.createElement("img"); img.alt = `result: ${who}`;
+    const caption = document.createElement("div");
     caption.textContent = `${who} · ${hit.similarity.toFixed(3)}`;
     card.append(img, caption);
     thumbnail(img, hit.thumbnail_url);
     return card;
   }));
+  $("results").scrollIntoView({ block: "nearest" });
 }
+
+// --- wiring ----------------------------------------------------------------------------------------
 
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -122,31 +250,42 @@ $("forget-key").addEventListener("click", () => { localStorage.removeItem(KEY); 
 $("person-create").addEventListener("click", async () => {
   const name = $("person-name").value.trim();
   if (!name) { return; }
-  const response = await api("/persons", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }),
-  });
+  const response = await api("/persons", json({ name }));
   const person = await response.json();
   $("person-name").value = "";
   await loadPersons(person.id);
 });
-$("file-input").addEventListener("change", (event) => uploadFiles(event.target.files));
+$("file-input").addEventListener("change", (event) => { uploadFiles(event.target.files); event.target.value = ""; });
 const zone = $("drop-zone");
+zone.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("file-input").click(); }
+});
 zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
 zone.addEventListener("dragleave", () => zone.classList.remove("over"));
 zone.addEventListener("drop", (event) => {
   event.preventDefault(); zone.classList.remove("over"); uploadFiles(event.dataTransfer.files);
 });
+$("gallery-person").addEventListener("change", personChosen);
+$("gallery-more").addEventListener("click", () => showGallery(true));
+$("delete-person").addEventListener("click", deletePerson);
+$("search-person").addEventListener("click", () => {
+  const id = $("gallery-person").value;
+  search(json({ person_id: id, limit: 24 }), `photos like ${persons.get(id)}`);
+});
 $("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("search-text").value.trim();
   if (!text) { return; }
-  const form = new FormData(); form.append("text", text);
-  search(form, `“${text}”`);
+  search(json({ text, limit: 24 }), `“${text}”`);
+});
+document.querySelector("label[for=search-file]").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("search-file").click(); }
 });
 $("search-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) { return; }
-  const form = new FormData(); form.append("file", file);
-  search(form, file.name);
+  const form = new FormData(); form.append("file", file); form.append("limit", "24");
+  search({ method: "POST", body: form }, file.name);
+  event.target.value = "";
 });
 start().catch(() => {});

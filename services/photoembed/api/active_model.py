@@ -1,0 +1,71 @@
+"""The configured model's identity, which reads and searches compare stored vectors with.
+
+Working it out needs OpenCLIP's metadata (and so torch), which the API process does not import
+for that: `photoembed model info` runs once in a child process, started with the app, and the
+first request that needs the answer waits for it. None when the weights are not on this machine;
+reads then fall back to each photo's newest vector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+
+from photoembed.config import Settings
+from photoembed.logging import get_logger
+
+log = get_logger(__name__)
+
+TIMEOUT_S = 300
+
+
+def identity_in_child(settings: Settings) -> str | None:
+    env = {**os.environ, **settings.environment()}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "photoembed.cli", "model", "info"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+        info = json.loads(done.stdout)
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        log.warning("model.identity_unknown", error=f"{type(exc).__name__}: {exc}")
+        return None
+    identity = info.get("identity")
+    if identity is None:
+        log.warning("model.identity_unknown", error=info.get("error"))
+    return identity if isinstance(identity, str) else None
+
+
+class ActiveModel:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._future: Future[str | None] = Future()
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work_out, name="photoembed-active-model", daemon=True
+                )
+                self._thread.start()
+
+    def _work_out(self) -> None:
+        try:
+            self._future.set_result(identity_in_child(self._settings))
+        except BaseException as exc:
+            self._future.set_exception(exc)
+
+    def get(self) -> str | None:
+        """Blocks (in a worker thread) until the child has answered."""
+        self.start()
+        return self._future.result(timeout=TIMEOUT_S)

@@ -1,0 +1,165 @@
+"""The photos service: accepting an upload, removing photos, decoding and thumbnailing stored ones,
+and sending failed ones round again. Routes, the worker, the backfill and the command line call
+these; none of them reaches into another's module for it.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+from dramatiq.brokers.redis import RedisBroker
+from PIL import Image
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photoembed import repository
+from photoembed.config import Settings
+from photoembed.db import session_scope
+from photoembed.images import DecodeLimits, ImageInfo, inspect_image, load_rgb
+from photoembed.logging import get_logger
+from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
+from photoembed.models import Person, Photo, PhotoStatus, utcnow
+from photoembed.queue import embed_photo_message
+from photoembed.storage import PhotoStorage, StagedFile, open_storage
+
+log = get_logger(__name__)
+
+THUMBNAIL_SIDE = 256
+
+
+class UnknownPerson(Exception):
+    def __init__(self, person_id: uuid.UUID) -> None:
+        super().__init__(f"person {person_id} not found")
+
+
+def storage_for(settings: Settings) -> PhotoStorage:
+    return open_storage(
+        settings.storage_location,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        key_id=settings.s3_access_key_id,
+        secret=settings.s3_secret_access_key.get_secret_value(),
+    )
+
+
+def decode_limits(settings: Settings, draft_side: int | None = None) -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.max_image_pixels,
+        min_side=settings.min_image_side,
+        draft_side=settings.decode_draft_side if draft_side is None else draft_side,
+    )
+
+
+def decode_stored(
+    settings: Settings, storage: PhotoStorage, key: str
+) -> tuple[Image.Image, ImageInfo]:
+    """A stored photo as RGB at a reduced scale, within the configured limits."""
+    return load_rgb(storage.read(key), decode_limits(settings))
+
+
+def send(settings: Settings, broker: RedisBroker, photo_ids: list[uuid.UUID]) -> None:
+    """Enqueue photos whose rows are committed; a Redis outage defers them to the sweeper."""
+    for photo_id in photo_ids:
+        message = embed_photo_message(settings, photo_id)
+        try:
+            with session_scope(settings.database_url) as session:
+                repository.record_message(session, photo_id, message.message_id)
+            broker.enqueue(message)
+        except RedisError as exc:
+            # The row is committed; the sweeper sends the message once Redis answers again.
+            log.warning("photo.enqueue_deferred", photo_id=str(photo_id), error=str(exc))
+
+
+def accept_photo(
+    settings: Settings,
+    storage: PhotoStorage,
+    broker: RedisBroker,
+    staged: StagedFile,
+    person_id: uuid.UUID | None,
+) -> Photo:
+    """Validate a staged upload, store it, record it PENDING, commit, then enqueue it. The staged
+    file is committed or discarded whatever happens. Raises ImageError or UnknownPerson."""
+    try:
+        info = inspect_image(staged.read_bytes(), decode_limits(settings))
+        with session_scope(settings.database_url) as session:
+            if person_id is not None and session.get(Person, person_id) is None:
+                raise UnknownPerson(person_id)
+            key = storage.commit(staged)
+            photo_id = uuid.uuid4()
+            message = embed_photo_message(settings, photo_id)
+            photo = Photo(
+                id=photo_id,
+                person_id=person_id,
+                status=PhotoStatus.PENDING,
+                storage_key=key,
+                content_hash=staged.sha256,
+                content_type=info.content_type,
+                size_bytes=staged.size,
+                width=info.width,
+                height=info.height,
+                message_id=message.message_id,
+                enqueued_at=utcnow(),
+                submitted_at=utcnow(),
+            )
+            session.add(photo)
+    finally:
+        storage.discard(staged)
+    UPLOADS.labels("accepted").inc()
+    STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
+    try:
+        broker.enqueue(message)
+    except RedisError as exc:
+        log.warning("photo.enqueue_deferred", photo_id=str(photo.id), error=str(exc))
+    log.info(
+        "photo.uploaded",
+        photo_id=str(photo.id),
+        message_id=message.message_id,
+        size_bytes=staged.size,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+    )
+    return photo
+
+
+def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) -> None:
+    """Delete rows (their vectors cascade), then each file no other photo still uses."""
+    keys = {photo.storage_key for photo in photos}
+    for photo in photos:
+        session.delete(photo)
+    session.commit()
+    still_used = set(session.scalars(select(Photo.storage_key).where(Photo.storage_key.in_(keys))))
+    for key in keys - still_used:
+        storage.remove(key)
+
+
+def thumbnail(settings: Settings, storage: PhotoStorage, key: str) -> bytes:
+    """A JPEG at most 256 px on a side, made on first request and kept beside the photo.
+    Raises ImageError or PhotoBytesMissing."""
+    cached = storage.read_thumbnail(key)
+    if cached is not None:
+        return cached
+    image, _ = load_rgb(
+        storage.read(key), DecodeLimits(settings.max_image_pixels, 1, THUMBNAIL_SIDE)
+    )
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    storage.write_thumbnail(key, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def retry_failed(
+    settings: Settings, broker: RedisBroker, photo_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Send FAILED photos round again: attempts reset, PENDING, enqueued after the commit.
+    Returns the ids that were FAILED (the others are left as they are)."""
+    with session_scope(settings.database_url) as session:
+        resubmitted = repository.resubmit_failed(session, photo_ids)
+    for _ in resubmitted:
+        STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
+    send(settings, broker, resubmitted)
+    log.info("photo.retry", photos=len(resubmitted))
+    return resubmitted

@@ -1,0 +1,283 @@
+"""The queries a photo goes through, in one place: claim, finish, fail, hand back, sweep, retry.
+
+Every status change is conditional on the status it leaves, so that a late or repeated caller
+(at-least-once delivery, two workers, the sweeper) changes nothing it should not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from photoembed.models import Embedding, Person, Photo, PhotoStatus
+
+ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class ClaimedPhoto:
+    id: uuid.UUID
+    storage_key: str
+    attempts: int
+
+
+def claim_photo(
+    session: Session, photo_id: uuid.UUID, message_id: str, lease_seconds: int
+) -> ClaimedPhoto | None:
+    """Take the photo if it is PENDING, or PROCESSING under an expired lease, or PROCESSING under
+    this same message (a redelivery after the worker died, or a retry whose release failed).
+
+    Every claim counts as an attempt, whatever ends it, so that attempts are bounded.
+    """
+    claimable = or_(
+        Photo.status == PhotoStatus.PENDING,
+        and_(
+            Photo.status == PhotoStatus.PROCESSING,
+            or_(
+                Photo.claimed_by == message_id,
+                Photo.claimed_at < func.now() - timedelta(seconds=lease_seconds),
+            ),
+        ),
+    )
+    row = session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id, claimable)
+        .values(
+            status=PhotoStatus.PROCESSING,
+            attempts=Photo.attempts + 1,
+            claimed_at=func.now(),
+            claimed_by=message_id,
+            updated_at=func.now(),
+        )
+        .returning(Photo.storage_key, Photo.attempts)
+    ).one_or_none()
+    if row is None:
+        return None
+    return ClaimedPhoto(id=photo_id, storage_key=row.storage_key, attempts=row.attempts)
+
+
+def mark_ready(session: Session, photo_id: uuid.UUID, quality: float) -> bool:
+    """READY with its quality score, if this worker still holds it (PROCESSING)."""
+    result = session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id, Photo.status == PhotoStatus.PROCESSING)
+        .values(
+            status=PhotoStatus.READY,
+            quality_score=quality,
+            error=None,
+            processed_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_failed(
+    session: Session, photo_id: uuid.UUID, error: str, *, from_status: PhotoStatus
+) -> bool:
+    """FAILED with a readable error, if it is still in `from_status`."""
+    result = session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id, Photo.status == from_status)
+        .values(
+            status=PhotoStatus.FAILED,
+            error=error[:ERROR_LENGTH],
+            processed_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def hand_back(session: Session, photo_id: uuid.UUID, error: str) -> None:
+    """PENDING again after an attempt that failed for a transient reason, so that the retry can
+    claim it; the attempt stays counted and the reason stays visible until the photo finishes."""
+    session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id, Photo.status == PhotoStatus.PROCESSING)
+        .values(
+            status=PhotoStatus.PENDING,
+            claimed_at=None,
+            claimed_by=None,
+            error=error[:ERROR_LENGTH],
+            updated_at=func.now(),
+        )
+    )
+
+
+def record_message(session: Session, photo_id: uuid.UUID, message_id: str) -> None:
+    """The message now carrying the photo (a re-send by the sweeper or a retry)."""
+    session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id)
+        .values(message_id=message_id, enqueued_at=func.now())
+    )
+
+
+def lost_pending(
+    session: Session, grace_seconds: int, limit: int
+) -> list[tuple[uuid.UUID, str | None]]:
+    """PENDING photos sent longer ago than the grace period (or never sent), oldest first."""
+    rows = session.execute(
+        select(Photo.id, Photo.message_id)
+        .where(
+            Photo.status == PhotoStatus.PENDING,
+            or_(
+                Photo.enqueued_at.is_(None),
+                Photo.enqueued_at < func.now() - timedelta(seconds=grace_seconds),
+            ),
+        )
+        .order_by(Photo.created_at)
+        .limit(limit)
+    ).all()
+    return [(row.id, row.message_id) for row in rows]
+
+
+def expired_leases(session: Session, lease_seconds: int, limit: int) -> list[uuid.UUID]:
+    """PROCESSING photos whose claim is older than the lease: their worker died."""
+    return list(
+        session.scalars(
+            select(Photo.id)
+            .where(
+                Photo.status == PhotoStatus.PROCESSING,
+                Photo.claimed_at < func.now() - timedelta(seconds=lease_seconds),
+            )
+            .order_by(Photo.claimed_at)
+            .limit(limit)
+        )
+    )
+
+
+def give_up_overdue(session: Session, give_up_after_seconds: int, limit: int) -> list[uuid.UUID]:
+    """Fail photos still unfinished (PENDING or PROCESSING) this long after they were submitted,
+    whatever kept them going round; the error keeps the last reason seen."""
+    overdue = (
+        select(Photo.id)
+        .where(
+            Photo.status.in_([PhotoStatus.PENDING, PhotoStatus.PROCESSING]),
+            Photo.submitted_at < func.now() - timedelta(seconds=give_up_after_seconds),
+        )
+        .order_by(Photo.submitted_at)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    reason = (
+        f"gave up: not finished within {give_up_after_seconds} s of being submitted "
+        f"(GIVE_UP_AFTER_SECONDS)"
+    )
+    last = func.coalesce(func.concat("; last error: ", Photo.error), "")
+    return list(
+        session.scalars(
+            update(Photo)
+            .where(
+                Photo.id.in_(overdue),
+                Photo.status.in_([PhotoStatus.PENDING, PhotoStatus.PROCESSING]),
+            )
+            .values(
+                status=PhotoStatus.FAILED,
+                error=func.left(func.concat(reason, last), ERROR_LENGTH),
+                processed_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(Photo.id)
+        )
+    )
+
+
+def resubmit_failed(session: Session, photo_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """FAILED photos back to PENDING for a new round of attempts (the caller enqueues after the
+    commit). Returns those that were FAILED."""
+    return list(
+        session.scalars(
+            update(Photo)
+            .where(Photo.id.in_(photo_ids), Photo.status == PhotoStatus.FAILED)
+            .values(
+                status=PhotoStatus.PENDING,
+                attempts=0,
+                error=None,
+                claimed_at=None,
+                claimed_by=None,
+                processed_at=None,
+                submitted_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(Photo.id)
+        )
+    )
+
+
+def failed_photos(
+    session: Session, *, since: datetime | None, error_contains: str | None, limit: int
+) -> list[uuid.UUID]:
+    """FAILED photos, oldest first, optionally failed since a time or with a word in the error."""
+    query = select(Photo.id).where(Photo.status == PhotoStatus.FAILED)
+    if since is not None:
+        query = query.where(Photo.processed_at >= since)
+    if error_contains:
+        query = query.where(Photo.error.icontains(error_contains, autoescape=True))
+    return list(session.scalars(query.order_by(Photo.processed_at, Photo.id).limit(limit)))
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Photo.status, func.count()).group_by(Photo.status)).all()
+    counts = {status.value: 0 for status in PhotoStatus}
+    counts.update({row[0]: int(row[1]) for row in rows})
+    return counts
+
+
+def oldest_pending_age_seconds(session: Session) -> float:
+    """Seconds since the oldest PENDING photo was submitted; 0 when nothing waits."""
+    age = session.execute(
+        select(func.extract("epoch", func.now() - func.min(Photo.submitted_at))).where(
+            Photo.status == PhotoStatus.PENDING
+        )
+    ).scalar_one()
+    return float(age or 0.0)
+
+
+def storage_key_missing_vector(session: Session, photo_id: uuid.UUID, model: str) -> str | None:
+    """The photo's storage key if it exists and has no vector of `model` yet."""
+    has_vector = (
+        select(Embedding.id)
+        .where(Embedding.photo_id == Photo.id, Embedding.model == model)
+        .exists()
+    )
+    key: str | None = session.scalars(
+        select(Photo.storage_key).where(Photo.id == photo_id, ~has_vector)
+    ).one_or_none()
+    return key
+
+
+def photos_page(
+    session: Session,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    status: PhotoStatus | None = None,
+    person_id: uuid.UUID | None = None,
+) -> list[Photo]:
+    """Newest first, `limit` + 1 rows (the extra one says whether there is a next page), after a
+    (created_at, id) keyset cursor: rows added meanwhile never shift the pages."""
+    query = select(Photo)
+    if status is not None:
+        query = query.where(Photo.status == status)
+    if person_id is not None:
+        query = query.where(Photo.person_id == person_id)
+    if after is not None:
+        query = query.where(tuple_(Photo.created_at, Photo.id) < tuple_(*after))
+    query = query.order_by(Photo.created_at.desc(), Photo.id.desc()).limit(limit + 1)
+    return list(session.scalars(query))
+
+
+def persons_page(
+    session: Session, *, limit: int, after: tuple[str, uuid.UUID] | None
+) -> list[Person]:
+    """By name, then id, `limit` + 1 rows after a (name, id) keyset cursor."""
+    query = select(Person)
+    if after is not None:
+        query = query.where(tuple_(Person.name, Person.id) > tuple_(*after))
+    return list(session.scalars(query.order_by(Person.name, Person.id).limit(limit + 1)))

@@ -1,0 +1,119 @@
+"""Defaults sized to the machine a process finds: every `auto` (or 0) setting becomes a number.
+
+On a CPU the image tower runs in ONNX Runtime, one worker process uses all the cores for inference
+and keeps enough photos in flight (decoding in its threads while a batch runs) to fill batches of
+the size the benchmark found best. On a CUDA GPU the tower runs in torch at fp16, JPEGs decode on
+the GPU, several processes share the GPU (each holds one model, about 1.4 GB) and each keeps
+hundreds of photos in flight. Explicit settings always win.
+
+Finding the device imports torch only where a GPU is present: a CPU machine decides without it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from photoembed.config import Settings
+
+# Measured with `make bench` on 2 cores (README, "Throughput"): in-flight photos and batch size.
+CPU_THREADS = 16
+CPU_BATCH = 16
+# For one CUDA GPU: photos in flight per process, images per forward pass, processes per GPU.
+GPU_THREADS = 128
+GPU_BATCH = 256
+GPU_MAX_PROCESSES = 4
+# A process never needs more connections than threads that can hold one at a time; claims and
+# stores are short, so a few serve a hundred threads.
+MAX_POOL = 16
+
+
+def nvidia_gpu_present() -> bool:
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists()
+
+
+def detect_device(settings: Settings) -> str:
+    """CLIP_DEVICE, with `auto` resolved: cuda where torch sees a GPU, mps on Apple silicon."""
+    if settings.clip_device != "auto":
+        return settings.clip_device
+    if settings.embed_runtime == "onnx":
+        return "cpu"
+    if nvidia_gpu_present():
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    elif sys.platform == "darwin" and settings.embed_runtime == "torch":
+        import torch
+
+        if torch.backends.mps.is_available():
+            return "mps"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class Sizing:
+    device: str
+    runtime: str
+    precision: str
+    processes: int
+    threads: int
+    batch_size: int
+    inference_threads: int
+    pool_size: int
+    jpeg_decoder: str
+
+
+def plan_sizing(settings: Settings, cores: int | None = None) -> Sizing:
+    cores = cores or os.cpu_count() or 1
+    device = detect_device(settings)
+    gpu = device == "cuda"
+    runtime = settings.embed_runtime
+    if runtime == "auto":
+        runtime = "onnx" if device == "cpu" and settings.embed_backend == "open_clip" else "torch"
+    precision = settings.clip_precision
+    if precision == "auto":
+        precision = "fp16" if gpu else "fp32"
+    processes = settings.worker_processes or (
+        max(1, min(GPU_MAX_PROCESSES, cores // 4)) if gpu else 1
+    )
+    threads = settings.worker_threads or (GPU_THREADS if gpu else CPU_THREADS)
+    batch = settings.embed_batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    inference = settings.torch_threads or (
+        max(1, cores // processes) if not gpu else max(1, min(4, cores // processes))
+    )
+    pool = settings.db_pool_size or min(threads, MAX_POOL)
+    decoder = settings.jpeg_decoder
+    if decoder == "auto":
+        decoder = "torchvision" if gpu and runtime == "torch" else "pillow"
+    return Sizing(
+        device=device,
+        runtime=runtime,
+        precision=precision,
+        processes=processes,
+        threads=threads,
+        batch_size=batch,
+        inference_threads=inference,
+        pool_size=pool,
+        jpeg_decoder=decoder,
+    )
+
+
+def resolve(settings: Settings, cores: int | None = None) -> Settings:
+    """The same settings with every automatic value decided for this machine."""
+    sizing = plan_sizing(settings, cores)
+    return settings.model_copy(
+        update={
+            "clip_device": sizing.device,
+            "embed_runtime": sizing.runtime,
+            "clip_precision": sizing.precision,
+            "worker_processes": sizing.processes,
+            "worker_threads": sizing.threads,
+            "embed_batch_size": sizing.batch_size,
+            "torch_threads": sizing.inference_threads,
+            "db_pool_size": sizing.pool_size,
+            "jpeg_decoder": sizing.jpeg_decoder,
+        }
+    )

@@ -1,0 +1,67 @@
+"""The API's shape for throughput: torch stays out of it until a text or image search, several
+processes serve one port, and their metrics add up."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import TEST_API_KEY
+from tests.helpers import encode, make_photo, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _torch_loaded(pid: int) -> bool:
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return any(
+        "libtorch" in mapping.path for process in processes for mapping in process.memory_maps()
+    )
+
+
+def test_the_api_imports_torch_only_for_a_text_search(settings, start_service):
+    service = start_service("api", settings)
+    service.wait_for_log("Application startup complete", timeout=60)
+    assert service.process is not None
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        timeout=120,
+    )
+    # uploads, reads, lists and health never need the model in the API process
+    photo = client.post("/photos", files={"file": ("a.jpg", encode(make_photo(801)))}).json()
+    assert client.get(f"/photos/{photo['id']}").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert not _torch_loaded(service.process.pid)
+    # a text search does
+    assert client.post("/search", json={"text": "a person"}).status_code == 200
+    assert _torch_loaded(service.process.pid)
+
+
+def test_several_api_processes_serve_one_port_and_their_metrics_add_up(settings, start_service):
+    service = start_service("api", settings, API_WORKERS="2")
+    service.wait_for_log("Application startup complete", timeout=120)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        timeout=60,
+    )
+    assert service.process is not None
+    wait_until(lambda: len(psutil.Process(service.process.pid).children()) >= 2, timeout=60)
+
+    for seed in range(12):  # a new connection each: the two processes share the uploads
+        response = httpx.post(
+            f"{client.base_url}/photos",
+            files={"file": (f"{seed}.jpg", encode(make_photo(seed)))},
+            headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        )
+        assert response.status_code == 202, response.text
+
+    metrics = client.get("/metrics").text
+    accepted = re.search(
+        r'^photoembed_uploads_total\{outcome="accepted"\} ([0-9.]+)$', metrics, re.M
+    )
+    assert accepted is not None and float(accepted.group(1)) == 12

@@ -1,0 +1,157 @@
+"""The photo pipeline's sizing and its safety nets: defaults sized to the machine, connection pools
+sized from threads and checked against the server, a batch that runs out of device memory split
+until every photo is READY, one model per process, and a precision that cannot hide GELU."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import structlog
+import torch
+
+from photoembed.cli import check_connection_budget
+from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.selfcheck import run_selfcheck
+from photoembed.config import Settings
+from photoembed.db import POOL_OVERFLOW, check_budget
+from photoembed.photos import accept_photo, storage_for
+from photoembed.queue import build_broker
+from photoembed.sizing import CPU_BATCH, CPU_THREADS, GPU_BATCH, GPU_THREADS, plan_sizing
+from photoembed.worker.pipeline import process_photo
+from tests.helpers import encode, make_photo, statuses
+
+
+def test_cpu_defaults_run_onnx_with_enough_photos_in_flight_to_fill_a_batch():
+    sizing = plan_sizing(Settings(clip_device="cpu"), cores=2)
+    assert (sizing.runtime, sizing.precision, sizing.jpeg_decoder) == ("onnx", "fp32", "pillow")
+    assert (sizing.processes, sizing.inference_threads) == (1, 2)
+    assert sizing.threads == CPU_THREADS >= sizing.batch_size == CPU_BATCH
+    assert sizing.pool_size == min(CPU_THREADS, 16)
+
+
+def test_gpu_defaults_decode_on_the_gpu_in_fp16_with_hundreds_of_photos_in_flight():
+    sizing = plan_sizing(Settings(clip_device="cuda"), cores=16)
+    assert (sizing.runtime, sizing.precision, sizing.jpeg_decoder) == (
+        "torch",
+        "fp16",
+        "torchvision",
+    )
+    assert sizing.processes == 4 and sizing.threads == GPU_THREADS >= 100
+    assert sizing.batch_size == GPU_BATCH
+    # 4 processes x (16 + overflow) stays under Postgres' default of 100 connections
+    assert sizing.processes * (sizing.pool_size + POOL_OVERFLOW) < 100
+
+
+def test_explicit_settings_win_and_the_pool_follows_the_threads():
+    sizing = plan_sizing(
+        Settings(clip_device="cpu", embed_runtime="torch", worker_threads=3, embed_batch_size=7),
+        cores=8,
+    )
+    assert (sizing.runtime, sizing.threads, sizing.batch_size, sizing.pool_size) == (
+        "torch",
+        3,
+        7,
+        3,
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_budget_over_max_connections_is_reported_at_start(settings):
+    # given the server's real limit
+    fits = check_budget(settings.database_url, processes=1, pool_size=4)
+    assert fits.max_connections > 0 and not fits.exceeded
+    too_many = settings.model_copy(
+        update={"worker_processes": fits.max_connections, "db_pool_size": 4}
+    )
+    # when a worker would open more than that, it says so with the numbers
+    assert check_budget(settings.database_url, too_many.worker_processes, 4).exceeded
+    with structlog.testing.capture_logs() as logged:
+        check_connection_budget(too_many)
+    (event,) = [e for e in logged if e["event"] == "db.connection_budget_exceeded"]
+    assert event["wanted"] > event["max_connections"] and "max_connections" in event["fix"]
+
+
+@pytest.mark.slow
+def test_a_batch_out_of_device_memory_is_split_and_every_photo_ends_ready(
+    settings, model_cache, monkeypatch
+):
+    # given a device that fails any batch of more than 2 images with an out-of-memory error
+    settings = settings.model_copy(
+        update={
+            "clip_device": "cpu",
+            "embed_runtime": "torch",
+            "embed_batch_size": 8,
+            "embed_batch_wait_ms": 200,
+        }
+    )
+    embedder = ClipEmbedder(settings, image_only=True)
+    real_forward = embedder._forward
+    batch_sizes: list[int] = []
+
+    def small_device(pixels: torch.Tensor, exact: bool) -> torch.Tensor:
+        batch_sizes.append(len(pixels))
+        if len(pixels) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(pixels, exact)
+
+    monkeypatch.setattr(embedder, "_forward", small_device)
+    storage = storage_for(settings)
+    broker = build_broker(settings)
+    ids = []
+    for seed in range(8):
+        writer = storage.staging(settings.max_upload_bytes)
+        writer.write(encode(make_photo(600 + seed, (400, 300))))
+        ids.append(accept_photo(settings, storage, broker, writer.finish(), None).id)
+
+    # when eight worker threads process them at once
+    def process(photo_id: uuid.UUID) -> str:
+        return process_photo(photo_id, f"message-{photo_id}", settings, embedder, storage)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(process, ids))
+
+    # then the large batches failed, their halves ran, and every photo is READY
+    assert outcomes == ["READY"] * 8
+    assert set(statuses(settings.database_url, [str(i) for i in ids]).values()) == {"READY"}
+    assert max(batch_sizes) > 2 and all(size <= 2 for size in batch_sizes[1:] if size <= 2)
+
+
+@pytest.mark.slow
+def test_a_precision_that_cannot_tell_gelu_from_quick_gelu_fails_the_self_check(model_settings):
+    # bf16 moves the probe ~2e-3, more than the GELU/QuickGELU difference it must expose
+    refused = run_selfcheck(
+        model_settings,
+        ClipEmbedder(model_settings.model_copy(update={"clip_precision": "bf16"})),
+    )
+    assert [f.code for f in refused.findings] == ["precision"]
+    assert "CLIP_PRECISION=bf16" in refused.findings[0].message
+    # full precision passes on the same weights
+    assert run_selfcheck(model_settings, ClipEmbedder(model_settings)).ok
+
+
+@pytest.mark.slow
+def test_a_worker_process_holds_one_model_and_its_health_check_loads_none(
+    settings, api, start_service
+):
+    from photoembed.devstack import free_port
+    from tests.helpers import wait_for_status
+
+    settings = settings.model_copy(
+        update={"embed_runtime": "torch", "metrics_port": free_port(), "worker_processes": 1}
+    )
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed")
+    ids = [
+        api.post("/photos", files={"file": (f"{s}.jpg", encode(make_photo(s)))}).json()["id"]
+        for s in (700, 701, 702)
+    ]
+    for photo_id in ids:
+        assert wait_for_status(api, photo_id, {"READY", "FAILED"})["status"] == "READY"
+
+    health = start_service("health", settings)
+    assert health.wait(60) == 0, health.log
+    assert "worker ready" in health.log and "model.load" not in health.log
+    # the self-check, the photos and the health check all used the one model loaded at boot
+    assert worker.log.count('"event": "model.loaded"') == 1
