@@ -105,7 +105,7 @@ def test_the_batched_path_stays_as_close_to_a_full_decode_as_the_pillow_path(emb
 def test_quality_statistics_on_tensors_are_the_numpy_ones(embedder):
     # given the same luminance at the working size in numpy and as a tensor
     image = make_photo(27, (512, 384))
-    rgb = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).contiguous()
+    rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
     numpy_stats = luminance_stats(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
     tensor_stats = device_decode.luminance_stats(rgb)
     # then the statistics agree (Pillow's integer luminance rounds within one level)

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import cast
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 # iPhones save HEIC by default (pillow-heif, libheif); AVIF is Pillow's own (12+).
@@ -259,7 +259,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# Pillow's exif_transpose, as one transpose of the already reduced image.
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def load_rgb(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, ImageInfo]:
@@ -269,20 +281,22 @@ def load_rgb(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, ImageInfo]
     reduced by an integer box filter afterwards, the shorter side staying at least that large:
     the cheap path for photos much bigger than the model's input.
     """
-    with _open(data) as image:
-        info = _check_header(image, limits)
-        side = limits.draft_side
-        try:
-            if side and image.format in ("JPEG", "MPO"):
-                # draft() keeps both sides at least this large, so the exact resize still follows.
-                image.draft("RGB", (side, side))
-            image.seek(0)
-            oriented = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(oriented)
-            rgb.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"corrupt or truncated image: {exc}") from None
-    factor = min(rgb.size) // side if side else 1
-    if factor >= 2:
-        rgb = rgb.reduce(factor)
+    image = _open(data)  # from memory: nothing to close but the image itself
+    info = _check_header(image, limits)
+    side = limits.draft_side
+    try:
+        if side and image.format in ("JPEG", "MPO"):
+            # draft() keeps both sides at least this large, so the exact resize still follows.
+            image.draft("RGB", (side, side))
+        image.seek(0)
+        image.load()
+        orientation = image.getexif().get(0x0112, 1)
+        rgb = _to_rgb(image)
+        factor = min(rgb.size) // side if side else 1
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+        if orientation in _ORIENTATION:
+            rgb = rgb.transpose(_ORIENTATION[orientation])
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
     return rgb, info
