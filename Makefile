@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench bench-gpu compose-check clean
+.PHONY: install run test lint format bench bench-gpu compose-check compose-up-test clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,15 @@ bench-gpu: install
 
 # Validates docker-compose.yml offline with Debian's docker-compose (no engine needed), against a
 # .env made from .env.example, in a scratch folder.
+# docker-compose.yml actually run (podman here; any Docker engine where there is one): engine,
+# stand-in base images where Docker Hub is out of reach, the project's images, then the stack
+# driven through its published port (tests/test_compose_stack.py).
+compose-up-test: install
+	bash tests/compose/engine.sh
+	bash tests/compose/standins.sh
+	bash tests/compose/build.sh
+	DOCKER_HOST=unix:///run/podman/podman.sock $(BIN)/python -m pytest -m compose tests/test_compose_stack.py
+
 compose-check:
 	@scratch=$$(mktemp -d) && cp docker-compose.yml Dockerfile.worker "$$scratch/" \
 		&& cp .env.example "$$scratch/.env" && cd "$$scratch" && docker-compose config -q \

@@ -8,7 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -134,3 +134,23 @@ def api(settings: Settings, start_service) -> Iterator[httpx.Client]:  # type: i
         timeout=30,
     ) as client:
         yield client
+
+
+@pytest.fixture
+def http_client() -> Iterator[Callable[[int], httpx.Client]]:
+    """Clients for an API started by the test, with the test key; closed afterwards (an unclosed
+    one warns when it is collected, in whichever later test that happens)."""
+    clients: list[httpx.Client] = []
+
+    def open_client(port: int, timeout: float = 60) -> httpx.Client:
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+            timeout=timeout,
+        )
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()

@@ -22,15 +22,11 @@ def _torch_loaded(pid: int) -> bool:
     )
 
 
-def test_the_api_imports_torch_only_for_a_text_search(settings, start_service):
+def test_the_api_imports_torch_only_for_a_text_search(settings, start_service, http_client):
     service = start_service("api", settings)
     service.wait_for_log("Application startup complete", timeout=60)
     assert service.process is not None
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
-        timeout=120,
-    )
+    client = http_client(settings.api_port, timeout=120)
     # uploads, reads, lists and health never need the model in the API process
     photo = client.post("/photos", files={"file": ("a.jpg", encode(make_photo(801)))}).json()
     assert client.get(f"/photos/{photo['id']}").status_code == 200
@@ -41,14 +37,12 @@ def test_the_api_imports_torch_only_for_a_text_search(settings, start_service):
     assert _torch_loaded(service.process.pid)
 
 
-def test_several_api_processes_serve_one_port_and_their_metrics_add_up(settings, start_service):
+def test_several_api_processes_serve_one_port_and_their_metrics_add_up(
+    settings, start_service, http_client
+):
     service = start_service("api", settings, API_WORKERS="2")
     service.wait_for_log("Application startup complete", timeout=120)
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
-        timeout=60,
-    )
+    client = http_client(settings.api_port)
     assert service.process is not None
     wait_until(lambda: len(psutil.Process(service.process.pid).children()) >= 2, timeout=60)
 

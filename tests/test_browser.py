@@ -206,6 +206,6 @@ def test_gallery_delete_search_by_person_and_size_refusal_in_a_real_browser(
         "document.querySelector('#gallery-status').textContent === 'Lin deleted'"
     )
     assert "Lin" not in page.inner_text("#gallery-person")
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TEST_API_KEY}"})
-    for photo_id in gallery_ids[1:]:
-        assert client.get(f"/photos/{photo_id}").status_code == 404
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TEST_API_KEY}"}) as client:
+        gone = [client.get(f"/photos/{photo_id}").status_code for photo_id in gallery_ids[1:]]
+    assert gone == [404] * len(gallery_ids[1:])

@@ -166,16 +166,12 @@ def test_heic_and_avif_photos_end_ready_with_the_vector_of_the_same_picture(
         )
 
 
-def test_heic_and_avif_follow_the_hostile_input_rules(settings, start_service):
+def test_heic_and_avif_follow_the_hostile_input_rules(settings, start_service, http_client):
     pillow_heif.register_heif_opener()
     settings = settings.model_copy(update={"max_image_pixels": 500_000})
     service = start_service("api", settings)
     service.wait_for_log("Application startup complete", timeout=60)
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": "Bearer test-key-1"},
-        timeout=60,
-    )
+    client = http_client(settings.api_port)
     picture = make_person_photo(33, 1, size=(480, 640))
     for fmt in ("HEIF", "AVIF"):
         data = _heif(picture, fmt)

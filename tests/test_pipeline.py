@@ -153,5 +153,8 @@ def test_a_worker_process_holds_one_model_and_its_health_check_loads_none(
     health = start_service("health", settings)
     assert health.wait(60) == 0, health.log
     assert "worker ready" in health.log and "model.load" not in health.log
+    api_health = start_service("health", settings, "api")
+    assert api_health.wait(60) == 0, api_health.log
+    assert '"ready":true' in api_health.log
     # the self-check, the photos and the health check all used the one model loaded at boot
     assert worker.log.count('"event": "model.loaded"') == 1

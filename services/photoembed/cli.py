@@ -209,15 +209,34 @@ def run_retry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_health(settings: Settings) -> int:
-    """The worker on this machine has passed its self-check: read from its metrics, so that a
-    health check never loads a second model (on a GPU, a second copy)."""
+def _get_local(url: str) -> str:
+    """GET an http://127.0.0.1 URL of this machine's own services (never a user's URL)."""
     import urllib.request
 
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (fixed http URL)
+        body: str = response.read().decode()
+        return body
+
+
+def run_health(settings: Settings, component: str) -> int:
+    """For container health checks, with nothing but this command in the image: `api` is this
+    machine's API answering /readyz; `worker` is its worker past the self-check, read from its
+    metrics, so that a health check never loads a second model (on a GPU, a second copy)."""
+    import urllib.error
+
+    if component == "api":
+        url = f"http://127.0.0.1:{settings.api_port}/readyz"
+        try:
+            print(f"api ready: {_get_local(url)}")
+            return 0
+        except urllib.error.HTTPError as exc:
+            print(f"api not ready: {exc.code} {exc.read().decode()}")
+        except OSError as exc:
+            print(f"api at {url} unreachable: {exc}")
+        return 1
     url = f"http://127.0.0.1:{settings.metrics_port}/"
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
+        text = _get_local(url)
     except OSError as exc:
         print(f"worker metrics at {url} unreachable: {exc}")
         return 1
@@ -427,9 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--error-contains", help="only those whose error contains this text")
     retry.add_argument("--limit", type=int, default=100_000)
     retry.add_argument("--dry-run", action="store_true", help="only count them")
-    sub.add_parser(
-        "health", help="exit 0 once this machine's worker passed its self-check (no model load)"
+    health = sub.add_parser(
+        "health",
+        help="exit 0 once this machine's worker passed its self-check (no model load), or its "
+        "API is ready",
     )
+    health.add_argument("component", nargs="?", choices=["worker", "api"], default="worker")
     sub.add_parser("sweep", help="re-send lost photos once (the worker also does it periodically)")
     check = sub.add_parser("selfcheck", help="run the model self-check alone; exit 0 or 1")
     check.add_argument("--record", action="store_true", help="record the reference vector")
@@ -474,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "retry":
             return run_retry(settings, args)
         elif args.command == "health":
-            return run_health(settings)
+            return run_health(settings, args.component)
         elif args.command == "selfcheck":
             return run_selfcheck(settings, args.record)
         elif args.model_command == "info":

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the project's images (targets api and worker) from the unchanged Dockerfile.worker with
+# podman, as docker-compose.yml names them. Here no hub and no PyTorch index can be reached, so
+# the build arguments take torch from this machine's wheel folders (wheel_index.py) and skip the
+# weights download (the test mounts its model cache). Writes build times and image sizes to
+# test-artifacts/compose-build.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+index_pid=
+if [ -z "${TORCH_INDEX_URL:-}" ]; then
+    # A fixed port: the URL is a build argument, and a new one would invalidate the torch layer.
+    port=${WHEEL_INDEX_PORT:-38471}
+    python3 tests/compose/wheel_index.py "$port" /opt/pypi-more /opt/pypi &
+    index_pid=$!
+    trap 'kill $index_pid 2>/dev/null || true' EXIT
+    TORCH_INDEX_URL="http://127.0.0.1:$port/simple"
+    sleep 1
+fi
+
+mkdir -p test-artifacts
+results="{"
+for target in api worker; do
+    started=$(date +%s)
+    podman build --network host -f Dockerfile.worker --target "$target" \
+        --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" --build-arg DOWNLOAD_MODEL=0 \
+        -t "photoembed-$target" . >"test-artifacts/compose-build-$target.log" 2>&1 ||
+        { tail -40 "test-artifacts/compose-build-$target.log"; exit 1; }
+    seconds=$(( $(date +%s) - started ))
+    size=$(podman image inspect "photoembed-$target" --format '{{.Size}}')
+    echo "built photoembed-$target in ${seconds}s, $(( size / 1000000 )) MB"
+    results+="\"$target\": {\"build_seconds\": $seconds, \"size_bytes\": $size},"
+done
+echo "${results%,}}" > test-artifacts/compose-build.json

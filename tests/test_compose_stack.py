@@ -1,0 +1,249 @@
+"""`docker compose up`, run as a user would, driven through the published port only.
+
+`make compose-up-test` prepares the engine (podman with its Docker API socket), the stand-in base
+images and the project's images, then runs this module (`pytest -m compose`); `make test` leaves it
+out. The stack is docker-compose.yml as shipped, with tests/compose/compose.test.yml on top for
+what only a test needs: its API key and its model cache where the baked weights would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import encode, make_photo, wait_until
+
+pytestmark = pytest.mark.compose
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "photoembed-compose-test"
+SOCKET = "unix:///run/podman/podman.sock"
+ARTIFACTS = REPO / "test-artifacts"
+# a hub request would show one of these in a log
+HUB_TRACES = ("huggingface.co", "Failed to download", "model_unavailable")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ComposeStack:
+    def __init__(self, model_cache: Path, port: int) -> None:
+        self.port = port
+        self.api_key = f"compose-{uuid.uuid4().hex}"
+        self.env = {
+            **os.environ,
+            "DOCKER_HOST": os.environ.get("DOCKER_HOST", SOCKET),
+            "API_PUBLISHED_PORT": str(port),
+            "COMPOSE_TEST_API_KEY": self.api_key,
+            "COMPOSE_TEST_MODEL_CACHE": str(model_cache),
+        }
+        self.earlier_logs = ""  # what containers said before a `down` removed them
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=60,
+        )
+
+    def compose(self, *args: str, timeout: float = 900) -> str:
+        command = [
+            "docker-compose",
+            "-p",
+            PROJECT,
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "tests/compose/compose.test.yml",
+            *args,
+        ]
+        done = subprocess.run(
+            command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def up(self) -> None:
+        self.compose("up", "-d", "--no-build")
+
+    def down(self, *args: str) -> None:
+        self.earlier_logs += self.compose("logs", "--no-color", timeout=120)
+        self.compose("down", *args)
+
+    def health(self) -> dict[str, str]:
+        """Each running service's state as compose reports it, e.g. `Up (healthy)`."""
+        states = {}
+        for line in self.compose("ps").splitlines():
+            for service in ("postgres", "redis", "api", "worker"):
+                if line.startswith(f"{PROJECT}_{service}_"):
+                    states[service] = line
+        return states
+
+    def wait_ready(self, timeout: float = 600) -> None:
+        def ready() -> bool:
+            try:
+                return self.client.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=timeout, interval=1)
+
+    def upload(self, seed: int) -> str:
+        data = encode(make_photo(seed, (800, 600)))
+        response = self.client.post("/photos", files={"file": (f"p{seed}.jpg", data)})
+        assert response.status_code == 202, response.text
+        photo_id: str = response.json()["id"]
+        return photo_id
+
+    def statuses(self, ids: list[str]) -> dict[str, str]:
+        return {i: self.client.get(f"/photos/{i}").json()["status"] for i in ids}
+
+    def wait_all_ready(self, ids: list[str], timeout: float = 600) -> None:
+        def all_ready() -> bool:
+            current = self.statuses(ids)
+            assert "FAILED" not in current.values(), current
+            return set(current.values()) == {"READY"}
+
+        wait_until(all_ready, timeout=timeout, interval=1)
+
+    def vector(self, photo_id: str) -> list[float]:
+        response = self.client.get(f"/photos/{photo_id}/embedding")
+        assert response.status_code == 200, response.text
+        vector: list[float] = response.json()["vector"]
+        return vector
+
+    def logs(self) -> str:
+        return self.earlier_logs + self.compose("logs", "--no-color", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[ComposeStack]:
+    if shutil.which("docker-compose") is None or not Path("/run/podman/podman.sock").exists():
+        pytest.fail("run `make compose-up-test`: it prepares the engine and builds the images")
+    # The containers run as uid 10001 and export the ONNX image tower into the cache on first start.
+    cache = tmp_path_factory.mktemp("compose-models") / "models"
+    shutil.copytree(model_cache, cache, symlinks=True)
+    for path in [cache, *cache.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    env_file = REPO / ".env"
+    made_env_file = not env_file.exists()
+    if made_env_file:  # what a newcomer does: copy the example unchanged
+        shutil.copy(REPO / ".env.example", env_file)
+    running = ComposeStack(cache, _free_port())
+    running.compose("down", "-v", "--remove-orphans")
+    try:
+        yield running
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "compose-logs.txt").write_text(running.logs())
+        running.compose("down", "-v", "--remove-orphans")
+        if made_env_file:
+            env_file.unlink()
+
+
+@pytest.fixture(scope="module")
+def timings() -> Iterator[dict[str, Any]]:
+    measured: dict[str, Any] = {}
+    yield measured
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "compose-timings.json").write_text(json.dumps(measured, indent=2) + "\n")
+
+
+def test_up_serves_uploads_to_ready(stack: ComposeStack, timings: dict[str, Any]) -> None:
+    # given the stack started from nothing
+    started = time.perf_counter()
+    stack.up()
+    stack.wait_ready()
+    timings["up_to_readyz_s"] = round(time.perf_counter() - started, 1)
+    # when a photo is uploaded through the published port
+    photo_id = stack.upload(1)
+    stack.wait_all_ready([photo_id])
+    timings["up_to_first_ready_s"] = round(time.perf_counter() - started, 1)
+    # then it has a 512-d unit vector and a quality score
+    vector = stack.vector(photo_id)
+    assert len(vector) == 512
+    assert abs(sum(x * x for x in vector) - 1) < 1e-4
+    assert stack.client.get(f"/photos/{photo_id}").json()["quality_score"] is not None
+    # and compose sees every service healthy by its own health checks
+    wait_until(
+        lambda: all("(healthy)" in state for state in stack.health().values()),
+        timeout=180,
+        interval=2,
+    )
+    assert set(stack.health()) == {"postgres", "redis", "api", "worker"}
+
+
+def test_search_by_text_and_by_photo(stack: ComposeStack) -> None:
+    # given a few READY photos
+    ids = [stack.upload(seed) for seed in (2, 3, 4)]
+    stack.wait_all_ready(ids)
+    # when searching by text (the API's own text tower, from the mounted cache, no hub)
+    by_text = stack.client.post("/search", json={"text": "a person in a red coat", "limit": 10})
+    # and by an uploaded image and by a stored photo
+    image = encode(make_photo(3, (800, 600)))
+    by_image = stack.client.post("/search", files={"file": ("q.jpg", image)})
+    by_photo = stack.client.post("/search", json={"photo_id": ids[0]})
+    # then each answers with ranked photos; a stored photo finds itself first
+    assert by_text.status_code == 200, by_text.text
+    assert {hit["photo_id"] for hit in by_text.json()["results"]} >= set(ids)
+    assert by_image.status_code == 200, by_image.text
+    assert by_image.json()["results"][0]["photo_id"] == ids[1]
+    assert by_photo.json()["results"][0]["photo_id"] == ids[0]
+    assert by_photo.json()["results"][0]["similarity"] > 0.999
+
+
+def test_worker_restart_mid_backlog_loses_nothing(stack: ComposeStack) -> None:
+    # given a backlog the worker is working through
+    ids = [stack.upload(100 + seed) for seed in range(24)]
+    wait_until(lambda: "READY" in stack.statuses(ids).values(), timeout=300, interval=0.5)
+    # when the worker container is restarted before it has finished
+    stack.compose("restart", "worker")
+    # then every photo still ends READY, with one vector each
+    stack.wait_all_ready(ids)
+    assert all(len(stack.vector(photo_id)) == 512 for photo_id in ids)
+
+
+def test_down_and_up_keep_photos_and_vectors(stack: ComposeStack) -> None:
+    # given READY photos and their vectors
+    listed = stack.client.get("/photos", params={"limit": 200}).json()["items"]
+    before = {item["id"]: stack.vector(item["id"]) for item in listed}
+    assert len(before) >= 28
+    # when the stack goes down (volumes kept) and up again
+    stack.down()
+    stack.up()
+    stack.wait_ready()
+    # then every photo is still READY with the same vector, and its file still serves
+    after = {photo_id: stack.vector(photo_id) for photo_id in before}
+    assert after == before
+    some = next(iter(before))
+    thumbnail = stack.client.get(f"/photos/{some}/thumbnail")
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    # and the restarted worker still embeds
+    fresh = stack.upload(999)
+    stack.wait_all_ready([fresh])
+
+
+def test_no_container_reached_the_hub(stack: ComposeStack) -> None:
+    # given everything above ran (text search loaded the text tower in the API)
+    # then neither model-loading service could have tried: offline whatever .env says
+    for service in ("api", "worker"):
+        assert stack.compose("exec", "-T", service, "printenv", "HF_HUB_OFFLINE").strip() == "1"
+    # and no log shows a hub request or a missing model, and the workers passed their self-check
+    logs = stack.logs()
+    for trace in HUB_TRACES:
+        assert trace not in logs, trace
+    assert '"event": "selfcheck.passed"' in logs
