@@ -32,3 +32,5 @@ for target in api worker; do
     results+="\"$target\": {\"build_seconds\": $seconds, \"size_bytes\": $size},"
 done
 echo "${results%,}}" > test-artifacts/compose-build.json
+# Earlier builds' images (6+ GB each with CUDA torch) would fill the disk over a few runs.
+podman image prune -f >/dev/null
