@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from photoembed.models import Photo
 
@@ -79,6 +79,14 @@ class PhotoOut(BaseModel):
 class PersonIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
     note: str | None = Field(default=None, max_length=2000, examples=["met at the 2026 meetup"])
+
+    @field_validator("name", "note")
+    @classmethod
+    def no_nul_characters(cls, value: str | None) -> str | None:
+        # Postgres text cannot hold U+0000: refused here with a reason instead of a 500 there.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters (U+0000)")
+        return value
 
 
 class PersonOut(BaseModel):
