@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import Any
 
+from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from PIL import Image
 from redis.exceptions import RedisError
@@ -44,11 +46,11 @@ def storage_for(settings: Settings) -> PhotoStorage:
     )
 
 
-def decode_limits(settings: Settings, draft_side: int | None = None) -> DecodeLimits:
+def decode_limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(
         max_pixels=settings.max_image_pixels,
         min_side=settings.min_image_side,
-        draft_side=settings.decode_draft_side if draft_side is None else draft_side,
+        draft_side=settings.decode_draft_side,
     )
 
 
@@ -59,17 +61,21 @@ def decode_stored(
     return load_rgb(storage.read(key), decode_limits(settings))
 
 
+def _enqueue(broker: RedisBroker, message: Message[Any], photo_id: uuid.UUID) -> None:
+    """Send the message of a committed photo; if Redis is down, the sweeper sends it later."""
+    try:
+        broker.enqueue(message)
+    except RedisError as exc:
+        log.warning("photo.enqueue_deferred", photo_id=str(photo_id), error=str(exc))
+
+
 def send(settings: Settings, broker: RedisBroker, photo_ids: list[uuid.UUID]) -> None:
-    """Enqueue photos whose rows are committed; a Redis outage defers them to the sweeper."""
+    """Enqueue photos whose rows are committed, each under a new message."""
     for photo_id in photo_ids:
         message = embed_photo_message(settings, photo_id)
-        try:
-            with session_scope(settings.database_url) as session:
-                repository.record_message(session, photo_id, message.message_id)
-            broker.enqueue(message)
-        except RedisError as exc:
-            # The row is committed; the sweeper sends the message once Redis answers again.
-            log.warning("photo.enqueue_deferred", photo_id=str(photo_id), error=str(exc))
+        with session_scope(settings.database_url) as session:
+            repository.record_message(session, photo_id, message.message_id)
+        _enqueue(broker, message, photo_id)
 
 
 def accept_photo(
@@ -89,6 +95,7 @@ def accept_photo(
             key = storage.commit(staged)
             photo_id = uuid.uuid4()
             message = embed_photo_message(settings, photo_id)
+            now = utcnow()
             photo = Photo(
                 id=photo_id,
                 person_id=person_id,
@@ -100,18 +107,15 @@ def accept_photo(
                 width=info.width,
                 height=info.height,
                 message_id=message.message_id,
-                enqueued_at=utcnow(),
-                submitted_at=utcnow(),
+                enqueued_at=now,
+                submitted_at=now,
             )
             session.add(photo)
     finally:
         storage.discard(staged)
     UPLOADS.labels("accepted").inc()
     STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
-    try:
-        broker.enqueue(message)
-    except RedisError as exc:
-        log.warning("photo.enqueue_deferred", photo_id=str(photo.id), error=str(exc))
+    _enqueue(broker, message, photo.id)
     log.info(
         "photo.uploaded",
         photo_id=str(photo.id),

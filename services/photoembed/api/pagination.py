@@ -23,6 +23,9 @@ LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page")]
 CursorQuery = Annotated[
     str | None, Query(max_length=2000, description="`next_cursor` of the previous page")
 ]
+StatusQuery = Annotated[
+    PhotoStatus | None, Query(alias="status", description="Only photos in this status")
+]
 
 
 def encode_cursor(key: str | datetime, row_id: uuid.UUID) -> str:

@@ -28,6 +28,7 @@ from photoembed.config import Settings
 from photoembed.images import DecodeLimits, ImageInfo, load_rgb
 from photoembed.metrics import DECODE_SECONDS, MODEL_LOAD_SECONDS
 from photoembed.quality import quality_score
+from photoembed.sizing import plan_sizing
 
 
 class LoadedInfo(Protocol):
@@ -72,10 +73,8 @@ class ImageEmbedder(Protocol):
 
 
 def inference_threads(settings: Settings) -> int:
-    """Intra-op threads: the process's share of the cores unless TORCH_THREADS says otherwise."""
-    if settings.torch_threads > 0:
-        return settings.torch_threads
-    return max(1, (os.cpu_count() or 1) // max(1, settings.worker_processes))
+    """Intra-op threads, as sizing decides them for settings not resolved yet (the API, tools)."""
+    return plan_sizing(settings).inference_threads
 
 
 # One batcher item: preprocessed pixels (C, H, W), or what a runtime decodes itself.

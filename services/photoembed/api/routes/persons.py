@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
 from photoembed import repository
@@ -13,6 +12,7 @@ from photoembed.api.deps import SessionDep, StorageDep, require_api_key
 from photoembed.api.pagination import (
     CursorQuery,
     LimitQuery,
+    StatusQuery,
     encode_cursor,
     name_cursor,
     page,
@@ -27,7 +27,7 @@ from photoembed.api.schemas import (
     PhotoPage,
 )
 from photoembed.logging import get_logger
-from photoembed.models import Person, Photo, PhotoStatus
+from photoembed.models import Person, Photo
 from photoembed.photos import remove_photos
 
 log = get_logger(__name__)
@@ -86,9 +86,7 @@ def list_person_photos(
     session: SessionDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-    photo_status: Annotated[
-        PhotoStatus | None, Query(alias="status", description="Only photos in this status")
-    ] = None,
+    photo_status: StatusQuery = None,
 ) -> PhotoPage:
     """The person's photos, newest first, a page at a time (the person's gallery)."""
     _get_or_404(session, person_id)

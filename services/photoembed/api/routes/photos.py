@@ -17,7 +17,7 @@ from photoembed.api.deps import (
     StorageDep,
     require_api_key,
 )
-from photoembed.api.pagination import CursorQuery, LimitQuery, photo_page
+from photoembed.api.pagination import CursorQuery, LimitQuery, StatusQuery, photo_page
 from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut, PhotoPage, PhotoPatch
 from photoembed.api.uploads import FILE_FIELD, receive_form
 from photoembed.images import ACCEPTED_NAMES, ImageError, ImageLimitError
@@ -155,9 +155,7 @@ def list_photos(
     session: SessionDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-    photo_status: Annotated[
-        PhotoStatus | None, Query(alias="status", description="Only photos in this status")
-    ] = None,
+    photo_status: StatusQuery = None,
     person_id: Annotated[uuid.UUID | None, Query(description="Only this person's photos")] = None,
 ) -> PhotoPage:
     """Photos, newest first, a page at a time: pass `next_cursor` as `cursor` for the next page
