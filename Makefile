@@ -48,10 +48,7 @@ bench-gpu: install
 # stand-in base images where Docker Hub is out of reach, the project's images, then the stack
 # driven through its published port (tests/test_compose_stack.py).
 compose-up-test: install
-	bash tests/compose/engine.sh
-	bash tests/compose/standins.sh
-	bash tests/compose/build.sh
-	DOCKER_HOST=unix:///run/podman/podman.sock $(BIN)/python -m pytest -m compose tests/test_compose_stack.py
+	PYTHON=$(BIN)/python bash tests/compose/up_test.sh
 
 compose-check:
 	@scratch=$$(mktemp -d) && cp docker-compose.yml Dockerfile.worker "$$scratch/" \
