@@ -57,8 +57,8 @@ from tests.helpers import (  # noqa: E402
 )
 
 from photoembed.cli import api_processes, migrate  # noqa: E402
-from photoembed.clip.embedder import ClipEmbedder  # noqa: E402
-from photoembed.clip.onnx_runtime import OnnxEmbedder  # noqa: E402
+from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder  # noqa: E402
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder  # noqa: E402
 from photoembed.config import Settings  # noqa: E402
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port  # noqa: E402
 from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header  # noqa: E402
@@ -579,7 +579,7 @@ def run_gpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         embedder.load()
         return embedder
 
-    from photoembed.clip.selfcheck import probe_image
+    from photoembed.clip.probe import probe_image
 
     ceilings: dict[str, dict[int, float]] = {}
     precision_probe: dict[str, float] = {}

@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from photoembed.clip.files import write_random_weights
-from photoembed.clip.weights import WeightsMeta, hub_files, read_sidecar
+from photoembed.clip.backends.openclip import WeightsMeta, hub_files, read_sidecar
+from photoembed.clip.weights_files import write_random_weights
 from photoembed.config import Settings
 
 HF_REVISION = "0" * 40

@@ -14,8 +14,8 @@ import torch
 from PIL import Image, ImageOps
 
 from photoembed.clip import device_decode
-from photoembed.clip.embedder import ClipEmbedder
 from photoembed.clip.preprocessing import preprocessing_of
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header
 from photoembed.quality import luminance_stats, quality_score, score_from_stats
 from tests.helpers import encode, make_photo

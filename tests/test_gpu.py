@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from photoembed.clip import device_decode
-from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.images import DecodeLimits, read_jpeg_header
 from tests.helpers import encode, make_photo
@@ -67,7 +67,7 @@ def test_photos_through_the_gpu_stay_as_close_to_a_full_decode_as_the_cpu_path(c
 
 def test_a_real_cuda_out_of_memory_is_recognised_as_a_device_error(cuda_settings):
     # the batcher splits batches on exactly these (tests/test_pipeline.py runs the split on CPU)
-    from photoembed.clip.embedder import is_device_error
+    from photoembed.clip.runtimes.torch_runtime import is_device_error
 
     with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
         torch.empty(1 << 45, dtype=torch.uint8, device="cuda")

@@ -11,10 +11,10 @@ import open_clip
 import pytest
 import torch
 
-from photoembed.clip.embedder import ClipEmbedder, select_device
+from photoembed.clip.backends.openclip import plan_model, read_sidecar, tag_trained_with_quick_gelu
 from photoembed.clip.errors import ActivationUnknownError, ModelLoadError, WeightsCorruptError
-from photoembed.clip.files import export_weights
-from photoembed.clip.weights import plan_model, read_sidecar, tag_trained_with_quick_gelu
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder, select_device
+from photoembed.clip.weights_files import export_weights
 from photoembed.config import Settings
 from tests import reference_vit
 from tests.helpers import make_photo

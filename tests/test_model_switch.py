@@ -9,8 +9,8 @@ import httpx
 import psycopg
 import pytest
 
-from photoembed.clip.embedder import active_identity
-from photoembed.clip.files import write_random_weights
+from photoembed.clip.backends import active_identity
+from photoembed.clip.weights_files import write_random_weights
 from tests.conftest import TEST_API_KEY
 from tests.helpers import encode, make_photo, wait_for_status, wait_until
 

@@ -15,17 +15,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from photoembed.clip.embedder import ClipEmbedder
 from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.model_files import sha256_file, sidecar_path
 from photoembed.clip.onnx_export import onnx_path_for
-from photoembed.clip.onnx_runtime import (
+from photoembed.clip.preprocessing import preprocessing_of
+from photoembed.clip.runtimes.onnx_runtime import (
     OnnxEmbedder,
     OnnxMeta,
     create_session,
-    onnx_sidecar_path,
 )
-from photoembed.clip.plan import sha256_file
-from photoembed.clip.preprocessing import preprocessing_of
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.photos import decode_stored, storage_for
@@ -69,7 +68,7 @@ _EMBED_IN_A_FRESH_PROCESS = """
 import json, sys
 import numpy as np
 from PIL import Image
-from photoembed.clip.onnx_runtime import OnnxEmbedder
+from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder
 from photoembed.config import Settings
 embedder = OnnxEmbedder(Settings())
 paths = sys.argv[1:-1]
@@ -114,7 +113,7 @@ def test_onnx_vectors_match_torch_and_the_onnx_process_never_imports_torch(onnx_
 def test_an_export_that_disagrees_with_torch_refuses_the_boot(onnx_settings):
     # given an export whose recorded torch vector for the probe is not what the ONNX file gives
     OnnxEmbedder(onnx_settings).load()
-    sidecar = onnx_sidecar_path(onnx_path_for(onnx_settings))
+    sidecar = sidecar_path(onnx_path_for(onnx_settings))
     original = sidecar.read_text()
     meta = json.loads(original)
     meta["probe_vector"] = list(np.roll(meta["probe_vector"], 1))

@@ -12,7 +12,7 @@ import structlog
 import torch
 
 from photoembed.cli import check_connection_budget
-from photoembed.clip.embedder import ClipEmbedder
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.db import POOL_OVERFLOW, check_budget

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 import redis
 
+from photoembed.clip.backends.openclip import read_sidecar
 from photoembed.clip.selfcheck import load_recording
-from photoembed.clip.weights import read_sidecar
 from photoembed.config import Settings
 from tests.helpers import encode, make_photo, seed_hf_cache, wait_for_status
 

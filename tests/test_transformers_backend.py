@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from photoembed.clip.embedder import ClipEmbedder
 from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from tests.conftest import TEST_API_KEY
 from tests.helpers import encode, make_photo, wait_for_status
 from tests.hf_checkpoints import (

@@ -18,7 +18,7 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.clip.runtime import ImageEmbedder
+from photoembed.clip.contract import ImageEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError

@@ -156,7 +156,7 @@ _RESOLVED = {
 
 
 def run_selfcheck(settings: Settings, record: bool) -> int:
-    from photoembed.clip.runtime import image_embedder
+    from photoembed.clip.factory import image_embedder
     from photoembed.clip.selfcheck import run_selfcheck as check
     from photoembed.sizing import resolve
 
@@ -260,7 +260,7 @@ def run_logcheck(path: Path) -> int:
 
 def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
     from photoembed.backfill import enqueue_backfill, run_backfill
-    from photoembed.clip.runtime import image_embedder
+    from photoembed.clip.factory import image_embedder
     from photoembed.sizing import resolve
 
     settings = resolve(settings)
@@ -281,7 +281,7 @@ def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def model_info(settings: Settings) -> int:
-    from photoembed.clip.embedder import active_identity, plan_for
+    from photoembed.clip.backends import active_identity, plan_for
 
     try:
         plan = plan_for(settings)
@@ -294,7 +294,7 @@ def model_info(settings: Settings) -> int:
 
 
 def model_download(settings: Settings) -> int:
-    from photoembed.clip.files import download_weights
+    from photoembed.clip.weights_files import download_weights
 
     path, meta = download_weights(settings)
     log.info("model.downloaded", path=str(path), sha256=meta.sha256, quick_gelu=meta.quick_gelu)
@@ -302,8 +302,8 @@ def model_download(settings: Settings) -> int:
 
 
 def model_export(settings: Settings, output: Path) -> int:
-    from photoembed.clip.embedder import ClipEmbedder
-    from photoembed.clip.files import export_weights
+    from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+    from photoembed.clip.weights_files import export_weights
 
     meta = export_weights(ClipEmbedder(settings).load(), output)
     log.info("model.exported", path=str(output), sha256=meta.sha256, quick_gelu=meta.quick_gelu)
@@ -329,8 +329,8 @@ def _dev_api_key(home: Path) -> str:
 def _dev_weights(env: dict[str, str], home: Path) -> None:
     """Use the configured weights when they are here; otherwise demo weights, said out loud."""
     from photoembed.clip.errors import WeightsNotFoundError
-    from photoembed.clip.files import write_random_weights
-    from photoembed.clip.weights import plan_model
+    from photoembed.clip.weights_files import write_random_weights
+    from photoembed.clip.backends.openclip import plan_model
 
     fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
     settings = Settings.model_validate(fields)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.clip.runtime import LoadedInfo
+from photoembed.clip.contract import LoadedInfo
 
 
 def vector_literal(vector: Sequence[float]) -> str:

@@ -16,7 +16,7 @@ from photoembed.search import QueryVector
 from photoembed.sizing import resolve
 
 if TYPE_CHECKING:
-    from photoembed.clip.embedder import ClipEmbedder
+    from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
 
 class QueryEmbedder:
@@ -28,7 +28,7 @@ class QueryEmbedder:
     def _loaded(self) -> ClipEmbedder:
         with self._lock:
             if self._embedder is None:
-                from photoembed.clip.embedder import ClipEmbedder
+                from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
                 self._embedder = ClipEmbedder(resolve(self._settings))
         self._embedder.load()

@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from photoembed.clip.embedder import ClipEmbedder, LoadedModel, plan_for, select_device
+from photoembed.clip.backends import plan_for
+from photoembed.clip.backends.openclip import verify_checksum
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.onnx_runtime import (
+from photoembed.clip.model_files import sha256_file, sidecar_path
+from photoembed.clip.preprocessing import preprocessing_of
+from photoembed.clip.probe import max_abs_difference, probe_image
+from photoembed.clip.runtimes.onnx_runtime import (
     PARITY_TOLERANCE,
     OnnxMeta,
     create_session,
-    onnx_sidecar_path,
     run_session,
 )
-from photoembed.clip.plan import sha256_file
-from photoembed.clip.preprocessing import preprocessing_of
-from photoembed.clip.selfcheck import load_recording, max_abs_difference, probe_image
-from photoembed.clip.weights import verify_checksum
+from photoembed.clip.runtimes.torch_runtime import ClipEmbedder, LoadedModel, select_device
+from photoembed.clip.selfcheck import load_recording
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 
@@ -148,7 +149,7 @@ def ensure_onnx(settings: Settings) -> Path:
     meta = OnnxMeta.read(path) if path.is_file() else None
     if meta is not None and meta.onnx_sha256 == sha256_file(path):
         return path
-    if path.exists() or onnx_sidecar_path(path).exists():
+    if path.exists() or sidecar_path(path).exists():
         log.warning("model.onnx_stale", onnx=str(path), reason="checksum or sidecar mismatch")
     embedder = ClipEmbedder(settings, image_only=True)
     _, findings = load_recording(embedder)

@@ -15,23 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from photoembed.clip.contract import ImageEmbedder, LoadedInfo
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.runtime import ImageEmbedder, LoadedInfo
+from photoembed.clip.probe import (
+    NORM_TOLERANCE,
+    PRECISION_TOLERANCE,
+    REFERENCE_TOLERANCE,
+    max_abs_difference,
+    probe_image,
+)
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 from photoembed.models import SUPPORTED_DIMS
 
 log = get_logger(__name__)
-
-NORM_TOLERANCE = 1e-3
-# Recomputing the same weights differs by ~1e-7; GELU vs QuickGELU on the same weights by ~1e-3.
-REFERENCE_TOLERANCE = 1e-4
-# A reduced precision (CLIP_PRECISION on a GPU) may move the probe at most half the GELU/QuickGELU
-# difference, or the activation could no longer be told from the arithmetic: measured on random
-# weights, fp16 moves it ~2e-4 (allowed), bf16 ~1.8e-3 (refused).
-PRECISION_TOLERANCE = 5e-4
 
 
 @dataclass(frozen=True)
@@ -61,21 +59,6 @@ class _RecordingHandler(logging.Handler):
         self.records.append(record)
 
 
-def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """How far two embeddings (or pixel arrays) are apart; infinite when their shapes differ."""
-    return float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
-
-
-def probe_image() -> Image.Image:
-    """A fixed, deterministic 256x256 image with structure at several scales."""
-    y, x = np.mgrid[0:256, 0:256].astype(np.float64) / 255.0
-    red = 0.5 + 0.5 * np.sin(12 * x + 3 * y)
-    green = 0.5 + 0.5 * np.cos(7 * y * x * 4)
-    blue = (x + y) / 2
-    pixels = np.stack([red, green, blue], axis=-1)
-    return Image.fromarray((pixels * 255).round().astype(np.uint8), mode="RGB")
-
-
 def reference_path(settings: Settings, loaded: LoadedInfo) -> Path:
     """Keyed by model and weights checksum only: a different activation must not find a new key."""
     return settings.reference_dir / f"{loaded.plan.model_name}-{loaded.weights_sha256}.json"
@@ -86,9 +69,11 @@ def _known_false_warning(record: logging.LogRecord, loaded: LoadedInfo | None) -
     logged); any other warning stays a finding."""
     if loaded is None or loaded.plan.backend != "transformers":
         return None
-    from photoembed.clip import hf_backend
+    # only a transformers model gets here; importing its backend earlier would import torch in
+    # the ONNX worker
+    from photoembed.clip.backends import transformers
 
-    return hf_backend.known_false_warning(record, getattr(loaded, "model", None))
+    return transformers.known_false_warning(record, getattr(loaded, "model", None))
 
 
 def load_recording(embedder: ImageEmbedder) -> tuple[LoadedInfo | None, list[Finding]]:

@@ -17,7 +17,7 @@ from dramatiq import Retry
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
-from photoembed.clip.runtime import image_embedder
+from photoembed.clip.factory import image_embedder
 from photoembed.config import get_settings
 from photoembed.db import set_pool_size
 from photoembed.logging import configure_logging

@@ -9,7 +9,7 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import MiddlewareError
 
-from photoembed.clip.runtime import image_embedder
+from photoembed.clip.factory import image_embedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger

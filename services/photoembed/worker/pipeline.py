@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from photoembed import repository
 from photoembed.clip.batching import DeviceFailure
-from photoembed.clip.runtime import ImageEmbedder
+from photoembed.clip.contract import ImageEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError

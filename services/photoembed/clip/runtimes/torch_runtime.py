@@ -1,4 +1,5 @@
-"""ClipEmbedder: one per process, created cheaply, loaded lazily under a lock, QuickGELU-correct."""
+"""ClipEmbedder: any backend's model run in PyTorch, on the CPU or a GPU; one per process, created
+cheaply, loaded lazily under a lock, QuickGELU-correct."""
 
 from __future__ import annotations
 
@@ -6,32 +7,20 @@ import contextlib
 import ctypes
 import gc
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import open_clip
 import torch
 from PIL import Image
 
-from photoembed.clip import device_decode, hf_backend
-from photoembed.clip.errors import ModelLoadError, WeightsCorruptError, WeightsNotFoundError
-from photoembed.clip.plan import ModelPlan
+from photoembed.clip import device_decode
+from photoembed.clip.backends import openclip, plan_for, transformers
+from photoembed.clip.contract import BatchItem, BatchResult, EmbeddedPhoto, ModelPlan
+from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.preprocessing import Preprocessing, preprocessing_of
-from photoembed.clip.runtime import (
-    BatchedEmbedder,
-    BatchItem,
-    BatchResult,
-    EmbeddedPhoto,
-    inference_threads,
-)
-from photoembed.clip.weights import (
-    missing_weights_message,
-    plan_model,
-    verify_checksum,
-)
+from photoembed.clip.runtimes.base import BatchedEmbedder, inference_threads
 from photoembed.config import Settings
 from photoembed.images import DecodeLimits, check_size, read_jpeg_header
 from photoembed.logging import get_logger
@@ -72,74 +61,6 @@ class LoadedModel:
     load_seconds: float
 
 
-def _check_activation(plan: ModelPlan) -> None:
-    """OpenCLIP compares the built activation with a tag's metadata only when it downloads the tag
-    itself; for a local file (ours or a cached tag) it checks nothing, so we warn the same way. The
-    self-check turns any such warning into a refusal to start."""
-    if plan.metadata_quick_gelu is None or plan.metadata_quick_gelu == plan.quick_gelu:
-        return
-    origin = (
-        f"pretrained tag {plan.tag!r}"
-        if plan.source == "cache"
-        else f"the metadata of weights file {plan.weights_path}"
-    )
-    warnings.warn(
-        f"QuickGELU mismatch between final model config (quick_gelu={plan.quick_gelu}) "
-        f"and {origin} (quick_gelu={plan.metadata_quick_gelu}).",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-def _build(plan: ModelPlan, device: str) -> tuple[Any, Any]:
-    """Local weights load by path, so a cached tag never waits on the hub (HEAD retries with
-    warnings when offline); only a tag that is not cached yet goes through OpenCLIP's download."""
-    extra: dict[str, Any] = {}
-    if plan.weights_path is not None:
-        _check_activation(plan)
-        cfg = open_clip.get_pretrained_cfg(plan.model_name, plan.tag) if plan.tag else {}
-        extra = {
-            "image_mean": cfg.get("mean"),
-            "image_std": cfg.get("std"),
-            "image_interpolation": cfg.get("interpolation"),
-            "image_resize_mode": cfg.get("resize_mode"),
-        }
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        plan.model_name,
-        pretrained=str(plan.weights_path) if plan.weights_path else plan.pretrained,
-        device=device,
-        cache_dir=str(plan.cache_dir),
-        force_quick_gelu=plan.quick_gelu,
-        # Also when False: a '-quickgelu' model name must not silently keep QuickGELU.
-        quick_gelu=plan.quick_gelu,
-        **extra,
-    )
-    return model, preprocess
-
-
-def plan_for(settings: Settings) -> ModelPlan:
-    """What the configured backend would load, from where, with which activation."""
-    if settings.embed_backend == "transformers":
-        return hf_backend.plan_transformers(
-            settings.hf_model, settings.clip_cache_dir, settings.quick_gelu_override
-        )
-    return plan_model(
-        settings.clip_model_name,
-        settings.clip_pretrained,
-        settings.clip_cache_dir,
-        settings.quick_gelu_override,
-    )
-
-
-def active_identity(settings: Settings) -> str:
-    """The identity vectors of the configured model carry, without loading it (hashes a weights
-    file only when no checksum is recorded for it)."""
-    plan = plan_for(settings)
-    if plan.weights_path is None:
-        raise WeightsNotFoundError(f"{plan.model_name} is not downloaded yet")
-    return plan.identity(plan.expected_sha256 or verify_checksum(plan.weights_path, None))
-
-
 def load_model(settings: Settings) -> LoadedModel:
     started = time.perf_counter()
     plan = plan_for(settings)
@@ -156,27 +77,14 @@ def load_model(settings: Settings) -> LoadedModel:
         device_reason=device_reason,
     )
     if plan.weights_path is not None:
-        verify_checksum(plan.weights_path, plan.expected_sha256)
-    if plan.backend == hf_backend.BACKEND:
-        model, preprocess, embed_dim = hf_backend.load_transformers(plan, device)
-        if plan.source == "hub":
-            plan = plan_for(settings)
-        return _loaded(model, preprocess, plan, device, embed_dim, started)
-    try:
-        model, preprocess = _build(plan, device)
-    except RuntimeError as exc:
-        if plan.tag and "Failed to download weights" in str(exc):
-            raise WeightsNotFoundError(
-                missing_weights_message(plan.model_name, plan.tag, plan.cache_dir, str(exc))
-            ) from None
-        raise _unreadable(plan, exc) from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise _unreadable(plan, exc) from None
-    model.eval()
-
+        openclip.verify_checksum(plan.weights_path, plan.expected_sha256)
+    if plan.backend == transformers.BACKEND:
+        model, preprocess, embed_dim = transformers.load_transformers(plan, device)
+    else:
+        model, preprocess, embed_dim = openclip.build_openclip(plan, device)
     if plan.source == "hub":  # now it is in the cache: record what was fetched
         plan = plan_for(settings)
-    return _loaded(model, preprocess, plan, device, int(model.visual.output_dim), started)
+    return _loaded(model, preprocess, plan, device, embed_dim, started)
 
 
 def _loaded(
@@ -188,7 +96,7 @@ def _loaded(
     started: float,
 ) -> LoadedModel:
     assert plan.weights_path is not None
-    sha256 = plan.expected_sha256 or verify_checksum(plan.weights_path, None)
+    sha256 = plan.expected_sha256 or openclip.verify_checksum(plan.weights_path, None)
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
@@ -207,16 +115,6 @@ def _loaded(
         duration_ms=round(loaded.load_seconds * 1000),
     )
     return loaded
-
-
-def _unreadable(plan: ModelPlan, exc: BaseException) -> ModelLoadError:
-    return WeightsCorruptError(
-        f"weights file {plan.weights_path} could not be loaded into {plan.model_name}: "
-        f"{type(exc).__name__}: {str(exc)[:300]}. The file is probably truncated, corrupt or for "
-        f"another model (expected sha256: {plan.expected_sha256 or 'not recorded'}). It was left "
-        f"in place. Fix: delete it and run `photoembed model download` again, or point "
-        f"CLIP_PRETRAINED at a good copy."
-    )
 
 
 def _drop_text_tower(model: torch.nn.Module) -> None:
@@ -323,9 +221,9 @@ class ClipEmbedder(BatchedEmbedder):
         if self._image_only:
             raise RuntimeError("this embedder was loaded image-only; text needs the text tower")
         with torch.inference_mode():
-            if loaded.plan.backend == hf_backend.BACKEND:
-                assert isinstance(loaded.model, hf_backend.TransformersImageModel)
-                tokens = hf_backend.tokenize(loaded.plan, texts, loaded.model.text_vocab_size)
+            if loaded.plan.backend == transformers.BACKEND:
+                assert isinstance(loaded.model, transformers.TransformersImageModel)
+                tokens = transformers.tokenize(loaded.plan, texts, loaded.model.text_vocab_size)
                 features = loaded.model.encode_text(
                     **{k: v.to(loaded.device) for k, v in tokens.items()}
                 )

@@ -23,9 +23,9 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 
+from photoembed.clip.contract import ModelPlan
 from photoembed.clip.errors import ModelLoadError, UnknownModelError, WeightsNotFoundError
-from photoembed.clip.plan import ModelPlan
-from photoembed.clip.weights import hub_offline
+from photoembed.clip.model_files import blob_sha256, hub_offline
 
 BACKEND = "transformers"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -118,7 +118,6 @@ def plan_transformers(model: str, cache_dir: Path, quick_gelu_override: bool | N
     quick_gelu = (
         quick_gelu_override if quick_gelu_override is not None else bool(recorded_quick_gelu)
     )
-    sha = weights.resolve().name if weights is not None and weights.is_symlink() else None
     return ModelPlan(
         model_name=model,
         pretrained=str(folder or model),
@@ -127,7 +126,7 @@ def plan_transformers(model: str, cache_dir: Path, quick_gelu_override: bool | N
         weights_path=weights,
         quick_gelu=quick_gelu,
         activation_source=f"config.json vision_config.hidden_act={activation}",
-        expected_sha256=sha if sha and len(sha) == 64 else None,
+        expected_sha256=blob_sha256(weights) if weights is not None else None,
         metadata_quick_gelu=recorded_quick_gelu,
         cache_dir=cache_dir,
         backend=BACKEND,

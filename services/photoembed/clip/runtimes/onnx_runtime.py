@@ -21,25 +21,25 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from photoembed.clip import model_files
+from photoembed.clip.contract import ModelPlan
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.plan import ModelPlan
 from photoembed.clip.preprocessing import Preprocessing
-from photoembed.clip.runtime import BatchedEmbedder, inference_threads
-from photoembed.clip.selfcheck import REFERENCE_TOLERANCE, max_abs_difference, probe_image
+from photoembed.clip.probe import REFERENCE_TOLERANCE, max_abs_difference, probe_image
+from photoembed.clip.runtimes.base import BatchedEmbedder, inference_threads
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 
 log = get_logger(__name__)
 
 ONNX_FORMAT = "photoembed-onnx/1"
-ONNX_SIDECAR_SUFFIX = ".meta.json"
 # Same bar as the self-check's reference vector: recomputation noise passes, GELU for QuickGELU not.
 PARITY_TOLERANCE = REFERENCE_TOLERANCE
 PREPARE_TIMEOUT_S = 30 * 60
@@ -60,24 +60,12 @@ class OnnxMeta:
     format: str = ONNX_FORMAT
 
     def write(self, onnx_path: Path) -> Path:
-        path = onnx_sidecar_path(onnx_path)
-        path.write_text(json.dumps(asdict(self)) + "\n")
-        return path
+        return model_files.write_sidecar(onnx_path, self)
 
     @classmethod
     def read(cls, onnx_path: Path) -> OnnxMeta | None:
-        path = onnx_sidecar_path(onnx_path)
-        if not path.is_file():
-            return None
-        try:
-            meta = cls(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise ModelLoadError(f"ONNX model metadata {path} is not valid: {exc}") from None
-        return meta if meta.format == ONNX_FORMAT else None
-
-
-def onnx_sidecar_path(onnx_path: Path) -> Path:
-    return onnx_path.with_name(onnx_path.name + ONNX_SIDECAR_SUFFIX)
+        meta = model_files.read_sidecar(onnx_path, cls, "ONNX model")
+        return meta if meta is not None and meta.format == ONNX_FORMAT else None
 
 
 @dataclass(frozen=True)

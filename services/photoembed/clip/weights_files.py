@@ -11,10 +11,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from photoembed.clip.embedder import LoadedModel
-from photoembed.clip.errors import ModelLoadError, WeightsNotFoundError
-from photoembed.clip.plan import sha256_file
-from photoembed.clip.weights import (
+from photoembed.clip.backends.openclip import (
     WeightsMeta,
     embed_dim_of,
     missing_weights_message,
@@ -22,6 +19,9 @@ from photoembed.clip.weights import (
     verify_checksum,
     write_sidecar,
 )
+from photoembed.clip.errors import ModelLoadError, WeightsNotFoundError
+from photoembed.clip.model_files import sha256_file
+from photoembed.clip.runtimes.torch_runtime import LoadedModel
 from photoembed.config import Settings
 
 

@@ -13,17 +13,18 @@ comes from that metadata; for a weights file from its sidecar (`<file>.meta.json
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
-from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
+from photoembed.clip import model_files
+from photoembed.clip.contract import ModelPlan
 from photoembed.clip.errors import (
     ActivationUnknownError,
     ModelLoadError,
@@ -31,12 +32,16 @@ from photoembed.clip.errors import (
     WeightsCorruptError,
     WeightsNotFoundError,
 )
-from photoembed.clip.plan import ModelPlan, sha256_file
+from photoembed.clip.model_files import (
+    SIDECAR_SUFFIX,
+    blob_sha256,
+    hub_offline,
+    sha256_file,
+    sidecar_path,
+)
 
-SIDECAR_SUFFIX = ".meta.json"
 SIDECAR_FORMAT = "photoembed-weights/1"
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -51,29 +56,12 @@ class WeightsMeta:
     format: str = SIDECAR_FORMAT
 
 
-def sidecar_path(weights: Path) -> Path:
-    return weights.with_name(weights.name + SIDECAR_SUFFIX)
-
-
 def read_sidecar(weights: Path) -> WeightsMeta | None:
-    path = sidecar_path(weights)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return WeightsMeta(**data)
-    except (ValueError, TypeError) as exc:
-        raise ModelLoadError(f"weights metadata {path} is not valid: {exc}") from None
+    return model_files.read_sidecar(weights, WeightsMeta, "weights")
 
 
 def write_sidecar(weights: Path, meta: WeightsMeta) -> Path:
-    path = sidecar_path(weights)
-    path.write_text(json.dumps(asdict(meta), indent=2) + "\n")
-    return path
-
-
-def hub_offline() -> bool:
-    return bool(hf_constants.HF_HUB_OFFLINE)
+    return model_files.write_sidecar(weights, meta)
 
 
 def looks_like_path(pretrained: str) -> bool:
@@ -118,12 +106,6 @@ def _find_in_cache(model_name: str, tag: str, cache_dir: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _blob_sha256(path: Path) -> str | None:
-    """Hugging Face stores large files as blobs named by their sha256: the expected checksum."""
-    name = path.resolve().name
-    return name if _SHA256.fullmatch(name) else None
 
 
 def missing_weights_message(model_name: str, tag: str, cache_dir: Path, reason: str) -> str:
@@ -216,7 +198,7 @@ def plan_model(
         weights_path=cached,
         quick_gelu=quick_gelu,
         activation_source=activation_source,
-        expected_sha256=_blob_sha256(cached) if cached else None,
+        expected_sha256=blob_sha256(cached) if cached else None,
         metadata_quick_gelu=tag_quick_gelu,
         cache_dir=cache_dir,
     )
@@ -232,3 +214,74 @@ def verify_checksum(path: Path, expected: str | None) -> str:
             f"delete it and run `photoembed model download` again, or restore a good copy."
         )
     return actual
+
+
+def _check_activation(plan: ModelPlan) -> None:
+    """OpenCLIP compares the built activation with a tag's metadata only when it downloads the tag
+    itself; for a local file (ours or a cached tag) it checks nothing, so we warn the same way. The
+    self-check turns any such warning into a refusal to start."""
+    if plan.metadata_quick_gelu is None or plan.metadata_quick_gelu == plan.quick_gelu:
+        return
+    origin = (
+        f"pretrained tag {plan.tag!r}"
+        if plan.source == "cache"
+        else f"the metadata of weights file {plan.weights_path}"
+    )
+    warnings.warn(
+        f"QuickGELU mismatch between final model config (quick_gelu={plan.quick_gelu}) "
+        f"and {origin} (quick_gelu={plan.metadata_quick_gelu}).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _build(plan: ModelPlan, device: str) -> tuple[Any, Any]:
+    """Local weights load by path, so a cached tag never waits on the hub (HEAD retries with
+    warnings when offline); only a tag that is not cached yet goes through OpenCLIP's download."""
+    extra: dict[str, Any] = {}
+    if plan.weights_path is not None:
+        _check_activation(plan)
+        cfg = open_clip.get_pretrained_cfg(plan.model_name, plan.tag) if plan.tag else {}
+        extra = {
+            "image_mean": cfg.get("mean"),
+            "image_std": cfg.get("std"),
+            "image_interpolation": cfg.get("interpolation"),
+            "image_resize_mode": cfg.get("resize_mode"),
+        }
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        plan.model_name,
+        pretrained=str(plan.weights_path) if plan.weights_path else plan.pretrained,
+        device=device,
+        cache_dir=str(plan.cache_dir),
+        force_quick_gelu=plan.quick_gelu,
+        # Also when False: a '-quickgelu' model name must not silently keep QuickGELU.
+        quick_gelu=plan.quick_gelu,
+        **extra,
+    )
+    return model, preprocess
+
+
+def build_openclip(plan: ModelPlan, device: str) -> tuple[Any, Any, int]:
+    """The model the plan names, on `device`, in eval mode: (model, preprocess, embedding size)."""
+    try:
+        model, preprocess = _build(plan, device)
+    except RuntimeError as exc:
+        if plan.tag and "Failed to download weights" in str(exc):
+            raise WeightsNotFoundError(
+                missing_weights_message(plan.model_name, plan.tag, plan.cache_dir, str(exc))
+            ) from None
+        raise _unreadable(plan, exc) from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise _unreadable(plan, exc) from None
+    model.eval()
+    return model, preprocess, int(model.visual.output_dim)
+
+
+def _unreadable(plan: ModelPlan, exc: BaseException) -> ModelLoadError:
+    return WeightsCorruptError(
+        f"weights file {plan.weights_path} could not be loaded into {plan.model_name}: "
+        f"{type(exc).__name__}: {str(exc)[:300]}. The file is probably truncated, corrupt or for "
+        f"another model (expected sha256: {plan.expected_sha256 or 'not recorded'}). It was left "
+        f"in place. Fix: delete it and run `photoembed model download` again, or point "
+        f"CLIP_PRETRAINED at a good copy."
+    )
