@@ -22,14 +22,14 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check services migrations tests bench
-	$(BIN)/ruff format --check services migrations tests bench
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile.worker
 
 format: install
-	$(BIN)/ruff check --fix services migrations tests
-	$(BIN)/ruff format services migrations tests
+	$(BIN)/ruff check --fix services tests
+	$(BIN)/ruff format services tests
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -56,7 +56,8 @@ from tests.helpers import (  # noqa: E402
     settings_env,
 )
 
-from photoembed.cli import api_processes, migrate  # noqa: E402
+from photoembed.cli.database import migrate  # noqa: E402
+from photoembed.cli.serve import api_processes  # noqa: E402
 from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder  # noqa: E402
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder  # noqa: E402
 from photoembed.config import Settings  # noqa: E402

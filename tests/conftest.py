@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from photoembed.cli import migrate
+from photoembed.cli.database import migrate
 from photoembed.config import Settings
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port
 from tests.helpers import ServiceProcess, random_weights, seed_hf_cache, settings_env

@@ -11,7 +11,7 @@ import pytest
 import structlog
 import torch
 
-from photoembed.cli import check_connection_budget
+from photoembed.cli.serve import check_connection_budget
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings

@@ -1,0 +1,5 @@
+import sys
+
+from photoembed.cli import main
+
+sys.exit(main())

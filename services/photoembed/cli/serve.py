@@ -1,0 +1,189 @@
+"""The long-running commands: `photoembed api`, `photoembed worker`, and `photoembed health`, the
+containers' health check for both."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from photoembed.cli.common import configured_settings, log
+from photoembed.config import Settings
+
+
+def api_processes(settings: Settings) -> int:
+    """API_WORKERS, or half the cores (at most 8) beside the workers: one process parses uploads
+    on one core."""
+    return settings.api_workers or max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
+def run_api(settings: Settings) -> None:
+    import uvicorn
+
+    processes = api_processes(settings)
+    log.info(
+        "api.starting", url=f"http://{settings.api_host}:{settings.api_port}", processes=processes
+    )
+    options = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,
+        "access_log": False,
+    }
+    if processes == 1:
+        from photoembed.api.app import create_app
+
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # Several processes (uvicorn's supervisor): each builds the app from the environment, and
+    # their metrics are added up from files in one folder.
+    metrics_dir = _fresh_metrics_dir(
+        settings.worker_metrics_dir.with_name(f"photoembed-api-metrics-{settings.api_port}")
+    )
+    os.environ.update(settings.environment(), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    uvicorn.run(
+        "photoembed.api.app:create_app_from_env",
+        factory=True,
+        workers=processes,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """Set before any process imports prometheus_client, emptied so no stale values survive."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def worker_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
+        "--processes", str(settings.worker_processes),
+        "--threads", str(settings.worker_threads),
+        "--queues", settings.queue_name,
+        "--skip-logging",
+    ]  # fmt: skip
+
+
+def check_connection_budget(settings: Settings) -> None:
+    """Say at start when this worker's processes may open more connections than the server
+    allows (they would fail with "too many clients" under load)."""
+    from photoembed.db import check_budget
+
+    try:
+        budget = check_budget(
+            settings.database_url, settings.worker_processes, settings.db_pool_size
+        )
+    except Exception as exc:
+        log.warning("db.connection_budget_unknown", error=f"{type(exc).__name__}: {exc}")
+        return
+    fields = {
+        "processes": settings.worker_processes,
+        "pool_per_process": settings.db_pool_size,
+        "wanted": budget.wanted,
+        "max_connections": budget.max_connections,
+        "reserved": budget.reserved,
+        "in_use_now": budget.in_use,
+    }
+    if budget.exceeded:
+        log.error(
+            "db.connection_budget_exceeded",
+            fix="lower WORKER_PROCESSES or DB_POOL_SIZE, or raise the server's max_connections",
+            **fields,
+        )
+    else:
+        log.info("db.connection_budget", **fields)
+
+
+def run_worker(settings: Settings) -> None:
+    from photoembed.sizing import resolve
+
+    if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
+        os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
+    settings = resolve(settings)
+    check_connection_budget(settings)
+    # Every worker process writes its metrics here; Dramatiq's exposition server reads them all.
+    metrics_dir = _fresh_metrics_dir(settings.worker_metrics_dir)
+    os.environ.update(
+        # The children get the sizes decided here, not their own guesses.
+        {name: value for name, value in settings.environment().items() if name in _RESOLVED},
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        dramatiq_prom_db=str(metrics_dir),
+        dramatiq_prom_host=settings.metrics_host,
+        dramatiq_prom_port=str(settings.metrics_port),
+    )
+    command = worker_command(settings)
+    os.execv(command[0], command)
+
+
+_RESOLVED = {
+    "CLIP_DEVICE", "EMBED_RUNTIME", "CLIP_PRECISION", "WORKER_PROCESSES", "WORKER_THREADS",
+    "EMBED_BATCH_SIZE", "TORCH_THREADS", "DB_POOL_SIZE", "JPEG_DECODER",
+}  # fmt: skip
+
+
+def _get_local(url: str) -> str:
+    """GET an http://127.0.0.1 URL of this machine's own services (never a user's URL)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (fixed http URL)
+        body: str = response.read().decode()
+        return body
+
+
+def run_health(settings: Settings, component: str) -> int:
+    """For container health checks, with nothing but this command in the image: `api` is this
+    machine's API answering /readyz; `worker` is its worker past the self-check, read from its
+    metrics, so that a health check never loads a second model (on a GPU, a second copy)."""
+    import urllib.error
+
+    if component == "api":
+        url = f"http://127.0.0.1:{settings.api_port}/readyz"
+        try:
+            print(f"api ready: {_get_local(url)}")
+            return 0
+        except urllib.error.HTTPError as exc:
+            print(f"api not ready: {exc.code} {exc.read().decode()}")
+        except OSError as exc:
+            print(f"api at {url} unreachable: {exc}")
+        return 1
+    url = f"http://127.0.0.1:{settings.metrics_port}/"
+    try:
+        text = _get_local(url)
+    except OSError as exc:
+        print(f"worker metrics at {url} unreachable: {exc}")
+        return 1
+    ready = re.search(r"^photoembed_worker_ready(?:\{[^}]*\})? ([0-9.e+-]+)$", text, re.M)
+    if ready is None or float(ready.group(1)) < 1:
+        print("no worker process has passed its self-check yet")
+        return 1
+    print("worker ready")
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    run_api(configured_settings())
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    run_worker(configured_settings())  # replaces this process with Dramatiq's
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser("api", help="run the HTTP API").set_defaults(run=_api)
+    commands.add_parser("worker", help="run the Dramatiq worker (self-check first)").set_defaults(
+        run=_worker
+    )
+    health = commands.add_parser(
+        "health",
+        help="exit 0 once this machine's worker passed its self-check (no model load), or its "
+        "API is ready",
+    )
+    health.add_argument("component", nargs="?", choices=["worker", "api"], default="worker")
+    health.set_defaults(run=lambda args: run_health(configured_settings(), args.component))
