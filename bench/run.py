@@ -45,24 +45,22 @@ import psycopg
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.helpers import (  # noqa: E402
-    ServiceProcess,
-    encode,
-    make_photo,
-    random_weights,
-    seed_hf_cache,
-    settings_env,
-)
 
 from photoembed.cli.database import migrate  # noqa: E402
 from photoembed.cli.serve import api_processes  # noqa: E402
 from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder  # noqa: E402
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder  # noqa: E402
+from photoembed.clip.weights_files import ensure_random_weights, seed_hf_cache  # noqa: E402
 from photoembed.config import Settings  # noqa: E402
-from photoembed.devstack import LocalPostgres, LocalRedis, free_port  # noqa: E402
+from photoembed.devstack import (  # noqa: E402
+    LocalPostgres,
+    LocalRedis,
+    ServiceProcess,
+    free_port,
+    settings_env,
+)
 from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header  # noqa: E402
+from photoembed.samples import encode, make_photo  # noqa: E402
 from photoembed.sizing import plan_sizing, resolve  # noqa: E402
 
 API_KEY = "bench-key"
@@ -349,7 +347,7 @@ class Stack:
 
     def __enter__(self) -> Stack:
         weights = REPO / ".cache" / "test-weights" / "vit-b-32-random.bin"
-        random_weights(weights)
+        ensure_random_weights(weights)
         seed_hf_cache(self.model_cache, weights)
         self.database_url = self.postgres.start()
         # A GPU machine runs many worker processes; leave room for them (the budget is logged).

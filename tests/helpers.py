@@ -1,154 +1,29 @@
-"""Helpers for tests that run the real services: photos, the seeded model cache, child processes."""
+"""Helpers for tests that run the real services. What the benchmark needs too (synthetic photos,
+the seeded model cache, child processes) lives in the package and is re-exported here."""
 
 from __future__ import annotations
 
-import io
-import os
-import re
-import signal
-import subprocess
-import sys
+__all__ = [
+    "ServiceProcess",
+    "encode",
+    "make_photo",
+    "random_weights",
+    "seed_hf_cache",
+    "settings_env",
+]
+
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from photoembed.clip.backends.openclip import WeightsMeta, hub_files, read_sidecar
-from photoembed.clip.weights_files import write_random_weights
-from photoembed.config import Settings
-
-HF_REVISION = "0" * 40
-
-
-def make_photo(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A synthetic 'person photo': a lit background, a head and shoulders, texture and noise."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    _y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    base = rng.uniform(60, 200, size=3)
-    background = base[None, None, :] * (0.6 + 0.4 * (x / width))[..., None]
-    image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(image)
-    skin = tuple(int(v) for v in rng.uniform(120, 230, size=3))
-    shirt = tuple(int(v) for v in rng.uniform(0, 255, size=3))
-    cx = width // 2 + int(rng.integers(-width // 8, width // 8))
-    draw.ellipse([cx - width // 3, height * 0.62, cx + width // 3, height * 1.3], fill=shirt)
-    draw.ellipse([cx - width // 8, height * 0.18, cx + width // 8, height * 0.6], fill=skin)
-    for _ in range(12):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        color = tuple(int(v) for v in rng.integers(0, 255, size=3))
-        draw.line(
-            [x0, y0, x0 + int(rng.integers(-80, 80)), y0 + int(rng.integers(-80, 80))],
-            fill=color,
-            width=3,
-        )
-    pixels = np.asarray(image, dtype=np.float64) + rng.normal(0, 6, size=(height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def seed_hf_cache(
-    cache_dir: Path, weights: Path, model_name: str = "ViT-B-32", tag: str = "openai"
-) -> Path:
-    """Lay `weights` out as the Hugging Face cache holds the tag's download (design.md: blob named by
-    its sha256, snapshot symlink, refs/main), so the real offline loading path finds it."""
-    meta = read_sidecar(weights)
-    assert meta is not None
-    repo_id, names = hub_files(model_name, tag)
-    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
-    blob = repo / "blobs" / meta.sha256
-    snapshot = repo / "snapshots" / HF_REVISION / names[-1]
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    if not blob.exists():
-        os.link(weights, blob)
-    if not snapshot.is_symlink():
-        snapshot.symlink_to(Path("../../blobs") / meta.sha256)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(HF_REVISION)
-    return snapshot
-
-
-def random_weights(path: Path) -> WeightsMeta:
-    meta = read_sidecar(path) if path.is_file() else None
-    return meta or write_random_weights(path, "ViT-B-32", quick_gelu=True, seed=0)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process read exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIP_", "API_", "WORKER_"))}
-    env.update(settings.environment())
-    env["HF_HUB_OFFLINE"] = "1"
-    env["LOG_FORMAT"] = "json"
-    return env
-
-
-class ServiceProcess:
-    """A real `photoembed` command in a child process, its output kept in a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.args = args
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServiceProcess:
-        handle = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "photoembed.cli", *self.args],
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.log):
-                return
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.args} exited {self.process.returncode}:\n{self.log[-4000:]}"
-                )
-            time.sleep(0.2)
-        raise AssertionError(
-            f"{pattern!r} not in the log of {self.args} after {timeout}s:\n{self.log[-4000:]}"
-        )
-
-    def wait(self, timeout: float = 120.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0, *, group: bool = True) -> None:
-        """Signal the process group (kill -9 of a whole worker), or with group=False only the main
-        process, as `docker stop` does: Dramatiq forwards it, and a second SIGTERM would mean "kill"."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        if group:
-            os.killpg(self.process.pid, sig)
-        else:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+from photoembed.clip.weights_files import ensure_random_weights as random_weights
+from photoembed.clip.weights_files import seed_hf_cache
+from photoembed.devstack import ServiceProcess, settings_env
+from photoembed.samples import encode, make_photo
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 120.0, interval: float = 0.25) -> Any:

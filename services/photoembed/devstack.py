@@ -8,9 +8,12 @@ use these same classes, so the tests run against the services a newcomer runs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -19,6 +22,7 @@ from urllib.parse import quote
 import psycopg
 import redis
 
+from photoembed.config import Settings
 from photoembed.logging import get_logger
 
 log = get_logger(__name__)
@@ -150,3 +154,71 @@ class LocalRedis:
                 self._process.wait()
             log.info("redis.stopped", port=self.port)
         self._process = None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIP_", "API_", "WORKER_"))}
+    env.update(settings.environment())
+    env["HF_HUB_OFFLINE"] = "1"
+    env["LOG_FORMAT"] = "json"
+    return env
+
+
+class ServiceProcess:
+    """A real `photoembed` command in a child process, its output kept in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        handle = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "photoembed.cli", *self.args],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log):
+                return
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.args} exited {self.process.returncode}:\n{self.log[-4000:]}"
+                )
+            time.sleep(0.2)
+        raise AssertionError(
+            f"{pattern!r} not in the log of {self.args} after {timeout}s:\n{self.log[-4000:]}"
+        )
+
+    def wait(self, timeout: float = 120.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0, *, group: bool = True) -> None:
+        """Signal the process group (kill -9 of a whole worker), or with group=False only the main
+        process, as `docker stop` does: Dramatiq forwards it, and a second SIGTERM would mean "kill"."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()

@@ -30,7 +30,7 @@ def _dev_weights(env: dict[str, str], home: Path) -> None:
     """Use the configured weights when they are here; otherwise demo weights, said out loud."""
     from photoembed.clip.backends.openclip import plan_model
     from photoembed.clip.errors import WeightsNotFoundError
-    from photoembed.clip.weights_files import write_random_weights
+    from photoembed.clip.weights_files import ensure_random_weights
 
     fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
     settings = Settings.model_validate(fields)
@@ -45,8 +45,7 @@ def _dev_weights(env: dict[str, str], home: Path) -> None:
     except WeightsNotFoundError as exc:
         missing = str(exc)
     demo = home / "models" / f"demo-{settings.clip_model_name}-random-init.bin"
-    if not demo.is_file():
-        write_random_weights(demo, settings.clip_model_name)
+    ensure_random_weights(demo, settings.clip_model_name)
     env["CLIP_PRETRAINED"] = str(demo)
     env["CLIP_QUICK_GELU"] = "auto"
     log.warning(

@@ -6,6 +6,7 @@ Every file written here gets its sidecar, so that loading it later knows its act
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import open_clip
@@ -14,8 +15,10 @@ import torch
 from photoembed.clip.backends.openclip import (
     WeightsMeta,
     embed_dim_of,
+    hub_files,
     missing_weights_message,
     plan_model,
+    read_sidecar,
     verify_checksum,
     write_sidecar,
 )
@@ -115,3 +118,36 @@ def write_random_weights(
     finally:
         quiet.setLevel(level)
     return _write_with_sidecar(model, path, model_name, "random-init", quick_gelu)
+
+
+def ensure_random_weights(path: Path, model_name: str = "ViT-B-32") -> WeightsMeta:
+    """The demo weights at `path` (QuickGELU, seed 0), written the first time only."""
+    meta = read_sidecar(path) if path.is_file() else None
+    return meta or write_random_weights(path, model_name, quick_gelu=True, seed=0)
+
+
+# The revision a seeded cache names: no hub was asked, so there is no real one.
+SEEDED_REVISION = "0" * 40
+
+
+def seed_hf_cache(
+    cache_dir: Path, weights: Path, model_name: str = "ViT-B-32", tag: str = "openai"
+) -> Path:
+    """Lay `weights` out as the Hugging Face cache holds the tag's download (design.md: blob named by
+    its sha256, snapshot symlink, refs/main), so the real offline loading path finds it."""
+    meta = read_sidecar(weights)
+    if meta is None:
+        raise ModelLoadError(f"{weights} has no metadata sidecar; write it with this module first")
+    repo_id, names = hub_files(model_name, tag)
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    blob = repo / "blobs" / meta.sha256
+    snapshot = repo / "snapshots" / SEEDED_REVISION / names[-1]
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    if not blob.exists():
+        os.link(weights, blob)
+    if not snapshot.is_symlink():
+        snapshot.symlink_to(Path("../../blobs") / meta.sha256)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(SEEDED_REVISION)
+    return snapshot
