@@ -15,9 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
-
+from photoembed import repository
 from photoembed.clip.contract import ImageEmbedder
 from photoembed.config import Settings
 from photoembed.db import session_scope
@@ -29,13 +27,6 @@ from photoembed.vectors import insert_embedding
 
 log = get_logger(__name__)
 
-_MISSING = """
-    FROM photos p
-   WHERE (CAST(:all_statuses AS boolean) OR p.status = 'READY')
-     AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.photo_id = p.id AND e.model = :model)
-     AND NOT (p.id = ANY(CAST(:skip AS uuid[])))
-"""
-
 
 @dataclass
 class BackfillResult:
@@ -44,27 +35,6 @@ class BackfillResult:
     embedded: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     enqueued: int = 0
-
-
-def _params(model: str, all_statuses: bool, skip: list[uuid.UUID]) -> dict[str, object]:
-    return {"model": model, "all_statuses": all_statuses, "skip": skip}
-
-
-def count_missing(session: Session, model: str, all_statuses: bool) -> int:
-    row = session.execute(text("SELECT count(*) " + _MISSING), _params(model, all_statuses, []))
-    return int(row.scalar_one())
-
-
-def next_missing(
-    session: Session, model: str, all_statuses: bool, skip: list[uuid.UUID], limit: int
-) -> list[tuple[uuid.UUID, str]]:
-    rows = session.execute(
-        text(
-            "SELECT p.id, p.storage_key " + _MISSING + " ORDER BY p.created_at, p.id LIMIT :limit"
-        ),
-        {**_params(model, all_statuses, skip), "limit": limit},
-    ).all()
-    return [(row.id, row.storage_key) for row in rows]
 
 
 class Progress:
@@ -114,7 +84,9 @@ def run_backfill(
 ) -> BackfillResult:
     model = embedder.load().identity
     with session_scope(settings.database_url) as session:
-        result = BackfillResult(model=model, missing=count_missing(session, model, all_statuses))
+        result = BackfillResult(
+            model=model, missing=repository.count_missing_vectors(session, model, all_statuses)
+        )
     log.info("backfill.started", model=model, missing=result.missing, dry_run=dry_run)
     if dry_run or result.missing == 0:
         return result
@@ -124,7 +96,9 @@ def run_backfill(
     skip: list[uuid.UUID] = []
     while True:
         with session_scope(settings.database_url) as session:
-            batch = next_missing(session, model, all_statuses, skip, batch_size)
+            batch = repository.photos_missing_vectors(
+                session, model, all_statuses, skip, batch_size
+            )
         if not batch:
             break
         images, ids = [], []
@@ -161,8 +135,8 @@ def enqueue_backfill(settings: Settings, model: str, *, all_statuses: bool = Fal
 
     broker = build_broker(settings)
     with session_scope(settings.database_url) as session:
-        total = count_missing(session, model, all_statuses)
-        missing = next_missing(session, model, all_statuses, [], total)
+        total = repository.count_missing_vectors(session, model, all_statuses)
+        missing = repository.photos_missing_vectors(session, model, all_statuses, [], total)
     for photo_id, _ in missing:
         broker.enqueue(backfill_photo_message(settings, photo_id))
     log.info("backfill.enqueued", model=model, messages=len(missing))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from photoembed.models import Embedding, Person, Photo, PhotoStatus
@@ -281,3 +281,32 @@ def persons_page(
     if after is not None:
         query = query.where(tuple_(Person.name, Person.id) > tuple_(*after))
     return list(session.scalars(query.order_by(Person.name, Person.id).limit(limit + 1)))
+
+
+def _missing_vector(model: str, all_statuses: bool, skip: list[uuid.UUID]) -> ColumnElement[bool]:
+    """READY photos (or all, with `all_statuses`) that have no vector of `model`, but `skip`."""
+    return and_(
+        true() if all_statuses else Photo.status == PhotoStatus.READY,
+        ~exists().where(Embedding.photo_id == Photo.id, Embedding.model == model),
+        Photo.id.not_in(skip) if skip else true(),
+    )
+
+
+def count_missing_vectors(session: Session, model: str, all_statuses: bool) -> int:
+    statement = (
+        select(func.count()).select_from(Photo).where(_missing_vector(model, all_statuses, []))
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def photos_missing_vectors(
+    session: Session, model: str, all_statuses: bool, skip: list[uuid.UUID], limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """The oldest photos without a vector of `model`: (id, storage key)."""
+    rows = session.execute(
+        select(Photo.id, Photo.storage_key)
+        .where(_missing_vector(model, all_statuses, skip))
+        .order_by(Photo.created_at, Photo.id)
+        .limit(limit)
+    ).all()
+    return [(row.id, row.storage_key) for row in rows]

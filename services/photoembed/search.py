@@ -4,6 +4,9 @@ A query becomes one unit vector: a text through the CLIP text tower, an uploaded
 image tower, an existing photo's stored vector, or a person's READY photos' mean vector
 (re-normalised: the centroid of their appearance). Only vectors of the same model identity are
 compared, since vectors of different weights live in different spaces.
+
+These queries stay SQL: the ORM cannot say pgvector's distance operator with the cast that makes
+Postgres use the partial HNSW index of each dimension, nor the `SET LOCAL` scan settings.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.models import SUPPORTED_DIMS
+from photoembed.models import SUPPORTED_DIMS, PhotoStatus
 from photoembed.vectors import vector_literal
 
 
@@ -43,11 +46,11 @@ def photo_query(session: Session, photo_id: uuid.UUID, model: str | None) -> Que
         text(
             "SELECT e.vector::text AS vector, e.model FROM embeddings e "
             "JOIN photos p ON p.id = e.photo_id "
-            "WHERE e.photo_id = :id AND p.status = 'READY' "
+            "WHERE e.photo_id = :id AND p.status = :ready "
             "AND (CAST(:model AS text) IS NULL OR e.model = :model) "
             "ORDER BY e.created_at DESC LIMIT 1"
         ),
-        {"id": photo_id, "model": model},
+        {"id": photo_id, "model": model, "ready": PhotoStatus.READY.value},
     ).one_or_none()
     return QueryVector(_parse(row.vector), row.model) if row else None
 
@@ -60,14 +63,14 @@ def person_query(session: Session, person_id: uuid.UUID, model: str | None) -> Q
             """
             SELECT e.vector::text AS vector, e.model FROM embeddings e
               JOIN photos p ON p.id = e.photo_id
-             WHERE p.person_id = :id AND p.status = 'READY'
+             WHERE p.person_id = :id AND p.status = :ready
                AND e.model = coalesce(
                    CAST(:model AS text),
                    (SELECT e2.model FROM embeddings e2 JOIN photos p2 ON p2.id = e2.photo_id
                      WHERE p2.person_id = :id ORDER BY e2.created_at DESC LIMIT 1))
             """
         ),
-        {"id": person_id, "model": model},
+        {"id": person_id, "model": model, "ready": PhotoStatus.READY.value},
     ).all()
     if not rows:
         return None
@@ -96,7 +99,7 @@ def search_similar(
         f"""
             SELECT p.id, p.person_id, p.quality_score, 1 - ({distance}) AS similarity
               FROM embeddings e JOIN photos p ON p.id = e.photo_id
-             WHERE e.dim = {dim} AND e.model = :model AND p.status = 'READY'
+             WHERE e.dim = {dim} AND e.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
                AND (CAST(:person AS uuid) IS NULL OR p.person_id = :person)
@@ -112,6 +115,7 @@ def search_similar(
             "min_quality": min_quality,
             "person": person_id,
             "limit": limit,
+            "ready": PhotoStatus.READY.value,
         },
     ).all()
     return [
