@@ -49,17 +49,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def fail(
-    database_url: str,
-    photo_id: uuid.UUID,
-    error: str,
-    reason: str,
-    from_status: PhotoStatus = PhotoStatus.PROCESSING,
-) -> None:
-    with session_scope(database_url) as session:
-        failed = repository.mark_failed(session, photo_id, error, from_status=from_status)
-    if failed:
-        PHOTO_FAILURES.labels(reason).inc()
-        STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
+    database_url: str, photo_id: uuid.UUID, error: str, reason: str, *, level: str = "error"
+) -> PhotoStatus:
+    """End the photo FAILED (if it is still PROCESSING), count it, and log `photo.failed` with the
+    reason, also when the database write itself fails. `level="exception"` adds the traceback."""
+    try:
+        with session_scope(database_url) as session:
+            if repository.mark_failed(session, photo_id, error, from_status=PhotoStatus.PROCESSING):
+                PHOTO_FAILURES.labels(reason).inc()
+                STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
+    finally:
+        getattr(log, level)("photo.failed", reason=reason, error=error)
+    return PhotoStatus.FAILED
 
 
 def process_photo(
@@ -87,9 +88,7 @@ def process_photo(
             f"gave up after {claimed.attempts - 1} attempts that did not finish "
             f"(the worker died or timed out each time; MAX_ATTEMPTS={settings.max_attempts})"
         )
-        fail(settings.database_url, photo_id, error, "attempts_exhausted")
-        log.error("photo.failed", reason="attempts_exhausted", error=error)
-        return PhotoStatus.FAILED
+        return fail(settings.database_url, photo_id, error, "attempts_exhausted")
 
     STATUS_TRANSITIONS.labels(PhotoStatus.PROCESSING).inc()
     try:
@@ -98,9 +97,7 @@ def process_photo(
             insert_embedding(session, photo_id, embedded.vector.tolist(), embedder.load())
             stored = repository.mark_ready(session, photo_id, embedded.quality)
     except ImageError as exc:
-        fail(settings.database_url, photo_id, str(exc), "bad_input")
-        log.warning("photo.failed", reason="bad_input", error=str(exc))
-        return PhotoStatus.FAILED
+        return fail(settings.database_url, photo_id, str(exc), "bad_input", level="warning")
     except TRANSIENT_ERRORS as exc:
         error = _describe(exc)
         if claimed.attempts >= settings.max_attempts:
@@ -108,7 +105,6 @@ def process_photo(
             # If the database is what failed, the lease runs out and the next claim ends it.
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 fail(settings.database_url, photo_id, error, "attempts_exhausted")
-            log.error("photo.failed", reason="attempts_exhausted", error=error)
             return PhotoStatus.FAILED
         log.warning(
             "photo.retrying",
@@ -122,14 +118,10 @@ def process_photo(
         raise
     except DBAPIError as exc:
         error = f"could not store the embedding: {type(exc).__name__}: {exc.orig}"
-        fail(settings.database_url, photo_id, error, "database_rejected")
-        log.error("photo.failed", reason="database_rejected", error=error)
-        return PhotoStatus.FAILED
+        return fail(settings.database_url, photo_id, error, "database_rejected")
     except Exception as exc:
         error = f"embedding failed: {type(exc).__name__}: {exc}"
-        fail(settings.database_url, photo_id, error, "embedding_error")
-        log.exception("photo.failed", reason="embedding_error", error=error)
-        return PhotoStatus.FAILED
+        return fail(settings.database_url, photo_id, error, "embedding_error", level="exception")
 
     if not stored:
         log.info("photo.skipped", reason="finished by another worker meanwhile")
