@@ -6,10 +6,8 @@ here, so the model is loaded in each worker process (by the self-check), never b
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -26,7 +24,7 @@ from photoembed.photos import storage_for
 from photoembed.queue import BACKFILL_PHOTO, EMBED_PHOTO, build_broker
 from photoembed.sizing import resolve
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
-from photoembed.worker.pipeline import TRANSIENT_ERRORS, backfill_one, process_photo
+from photoembed.worker.pipeline import backfill_one, process_photo, retried_when_transient
 
 settings = resolve(get_settings())
 configure_logging(settings.log_format, settings.log_level)
@@ -44,16 +42,6 @@ dramatiq.set_broker(broker)
 
 def _retry_transient(retries: int, exception: BaseException) -> bool:
     return retries <= settings.max_retries and isinstance(exception, Retry)
-
-
-@contextlib.contextmanager
-def retried_when_transient() -> Iterator[None]:
-    """A transient error (already logged by the pipeline as `photo.retrying`) becomes Dramatiq's
-    Retry: retried with backoff, without an error-level traceback for an expected event."""
-    try:
-        yield
-    except TRANSIENT_ERRORS as exc:
-        raise Retry(f"{type(exc).__name__}: {exc}") from exc
 
 
 # Transient errors retry with exponential backoff (RETRY_MIN/MAX_BACKOFF_MS); each claim counts

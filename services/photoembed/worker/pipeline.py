@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 
 import redis
+from dramatiq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from photoembed import repository
@@ -42,6 +44,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     StorageUnavailable,
     DeviceFailure,
 )
+
+
+@contextlib.contextmanager
+def retried_when_transient() -> Iterator[None]:
+    """A transient error (already logged by the pipeline as `photo.retrying`) becomes Dramatiq's
+    Retry: retried with backoff, without an error-level traceback for an expected event."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _describe(exc: BaseException) -> str:
