@@ -422,7 +422,7 @@ def measure_service(
     with ExitStack() as running:
         api = stack.start("api", settings, "api")
         running.callback(api.stop)
-        api.wait_for_log("Application startup complete", timeout=300)
+        api.wait_for_log("Uvicorn running on", timeout=300)
         client = client_for(settings)
         first = upload(client, photos[0])
         boot_started = time.perf_counter()
@@ -475,7 +475,7 @@ def measure_ingest(stack: Stack, settings: Settings, photos: list[Path], clients
     with ExitStack() as running:
         api = stack.start("api", settings, "api-ingest")
         running.callback(api.stop)
-        api.wait_for_log("Application startup complete", timeout=300)
+        api.wait_for_log("Uvicorn running on", timeout=300)
         client = client_for(settings)
         upload(client, photos[0])  # warm
         _, rate = upload_all(client, photos, clients)
@@ -489,7 +489,7 @@ def measure_drain(
     with ExitStack() as running:
         api = stack.start("api", settings, "api-drain")
         running.callback(api.stop)
-        api.wait_for_log("Application startup complete", timeout=300)
+        api.wait_for_log("Uvicorn running on", timeout=300)
         ids, ingest = upload_all(client_for(settings), photos, clients)
         worker = stack.start("worker", settings, "worker-drain")
         running.callback(worker.stop)

@@ -24,7 +24,7 @@ def _torch_loaded(pid: int) -> bool:
 
 def test_the_api_imports_torch_only_for_a_text_search(settings, start_service, http_client):
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     assert service.process is not None
     client = http_client(settings.api_port, timeout=120)
     # uploads, reads, lists and health never need the model in the API process
@@ -41,6 +41,7 @@ def test_several_api_processes_serve_one_port_and_their_metrics_add_up(
     settings, start_service, http_client
 ):
     service = start_service("api", settings, API_WORKERS="2")
+    # "Uvicorn running" comes from the supervisor; the workers say "startup complete" once bound
     service.wait_for_log("Application startup complete", timeout=120)
     client = http_client(settings.api_port)
     assert service.process is not None

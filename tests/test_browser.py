@@ -105,7 +105,7 @@ def test_gallery_delete_search_by_person_and_size_refusal_in_a_real_browser(
     # given an API with a small upload limit, a worker, and photos of one person on disk
     settings = settings.model_copy(update={"max_upload_bytes": 150_000})
     api_service = start_service("api", settings)
-    api_service.wait_for_log("Application startup complete", timeout=60)
+    api_service.wait_for_log("Uvicorn running on", timeout=60)
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed")
     base = f"http://127.0.0.1:{settings.api_port}"

@@ -170,7 +170,7 @@ def test_heic_and_avif_follow_the_hostile_input_rules(settings, start_service, h
     pillow_heif.register_heif_opener()
     settings = settings.model_copy(update={"max_image_pixels": 500_000})
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     client = http_client(settings.api_port)
     picture = make_person_photo(33, 1, size=(480, 640))
     for fmt in ("HEIF", "AVIF"):

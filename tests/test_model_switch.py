@@ -39,7 +39,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     settings_a = own_database
     # given photos embedded under model A
     api_a = start_service("api", settings_a)
-    api_a.wait_for_log("Application startup complete", timeout=60)
+    api_a.wait_for_log("Uvicorn running on", timeout=60)
     worker_a = start_service("worker", settings_a)
     worker_a.wait_for_log("selfcheck.passed")
     client = _client(settings_a)
@@ -85,7 +85,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
 
     # and search under B finds every photo, with B's vectors
     api_b = start_service("api", settings_b)
-    api_b.wait_for_log("Application startup complete", timeout=60)
+    api_b.wait_for_log("Uvicorn running on", timeout=60)
     client_b = _client(settings_b)
     results = client_b.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()
     assert results["model"] == model_b
@@ -97,7 +97,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     # and an API still configured with A searches A's vectors (the active model decides, not age)
     model_a = active_identity(settings_a)
     api_a_again = start_service("api", settings_a)
-    api_a_again.wait_for_log("Application startup complete", timeout=60)
+    api_a_again.wait_for_log("Uvicorn running on", timeout=60)
     under_a = client.post("/search", data={"photo_id": ids[0], "limit": "100"}).json()
     assert under_a["model"] == model_a != model_b
     assert {hit["photo_id"] for hit in under_a["results"]} == set(ids)

@@ -87,7 +87,7 @@ def test_redis_then_postgres_outage_during_a_run_ends_with_every_photo_ready(
 ):
     settings = _resilient(settings)
     api_service = start_service("api", settings)
-    api_service.wait_for_log("Application startup complete", timeout=60)
+    api_service.wait_for_log("Uvicorn running on", timeout=60)
     api = httpx.Client(
         base_url=f"http://127.0.0.1:{settings.api_port}",
         headers={"Authorization": "Bearer test-key-1"},

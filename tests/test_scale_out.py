@@ -191,7 +191,7 @@ def test_s3_storage_end_to_end_upload_ready_search_thumbnail_delete(
         }
     )
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     api = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", headers=AUTH, timeout=60)
     assert api.get("/readyz").json()["storage"] == "ok"
     worker = start_service("worker", settings)
@@ -240,7 +240,7 @@ class _Body:
 
 def test_a_64_mb_upload_is_read_as_413_with_its_reason_by_ordinary_clients(settings, start_service):
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     url = f"http://127.0.0.1:{settings.api_port}/photos"
     size = 64 << 20
     boundary = "photoembed-boundary"

@@ -91,7 +91,7 @@ def test_a_768_dimensional_model_runs_through_upload_worker_and_search(
         }
     )
     api = start_service("api", settings)
-    api.wait_for_log("Application startup complete", timeout=60)
+    api.wait_for_log("Uvicorn running on", timeout=60)
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed")
     client = httpx.Client(

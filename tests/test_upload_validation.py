@@ -42,7 +42,7 @@ def test_too_large_upload_is_refused_with_413(settings, start_service):
 
     settings = settings.model_copy(update={"max_upload_bytes": 100_000})
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     big = encode(make_photo(7, size=(1600, 1200)), quality=100)
     assert len(big) > 100_000
     response = httpx.post(
@@ -59,7 +59,7 @@ def test_too_many_pixels_is_refused_before_decoding(settings, start_service):
 
     settings = settings.model_copy(update={"max_image_pixels": 100_000})
     service = start_service("api", settings)
-    service.wait_for_log("Application startup complete", timeout=60)
+    service.wait_for_log("Uvicorn running on", timeout=60)
     response = httpx.post(
         f"http://127.0.0.1:{settings.api_port}/photos",
         files={"file": ("wide.png", encode(make_photo(8, size=(800, 600)), "PNG"), "image/png")},
