@@ -68,23 +68,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server.stop()
 
 
-@pytest.fixture
-def settings(
-    tmp_path: Path, postgres: LocalPostgres, redis_server: LocalRedis, model_cache: Path
+def stack_settings(
+    folder: Path, postgres: LocalPostgres, redis_server: LocalRedis, model_cache: Path
 ) -> Settings:
-    """Settings of one test: shared database and Redis, its own queue, photos folder and port."""
+    """Settings of one stack: shared database and Redis, its own queue, photos folder and port."""
     return Settings(
         env="production",
         database_url=postgres.url,
         redis_url=redis_server.url,
-        storage_dir=tmp_path / "photos",
+        storage_dir=folder / "photos",
         api_keys=[TEST_API_KEY],
         api_port=free_port(),
         clip_cache_dir=model_cache,
-        selfcheck_reference_dir=tmp_path / "references",
+        selfcheck_reference_dir=folder / "references",
         queue_name=f"photos-{uuid.uuid4().hex[:8]}",
         worker_threads=2,
     )
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, postgres: LocalPostgres, redis_server: LocalRedis, model_cache: Path
+) -> Settings:
+    """Settings of one test (see `stack_settings`)."""
+    return stack_settings(tmp_path, postgres, redis_server, model_cache)
 
 
 @pytest.fixture
@@ -105,34 +112,52 @@ def redis_client(redis_server: LocalRedis) -> redis.Redis:
     return redis.Redis.from_url(redis_server.url)
 
 
-@pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[object]:
-    """Start `photoembed <command>` with given settings; every process is stopped at the end."""
-    started: list[ServiceProcess] = []
+class Services:
+    """`photoembed <command>` child processes with given settings, their logs in `folder`."""
 
-    def start(command: str, settings: Settings, *args: str, **overrides: str) -> ServiceProcess:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[ServiceProcess] = []
+
+    def __call__(
+        self, command: str, settings: Settings, *args: str, **overrides: str
+    ) -> ServiceProcess:
         env = settings_env(settings)
         env.update(overrides)
-        log_path = tmp_path / f"{command}-{len(started)}.log"
+        log_path = self.folder / f"{command}-{len(self.started)}.log"
         service = ServiceProcess([command, *args], env, log_path)
-        started.append(service.start())
+        self.started.append(service.start())
         return service
 
-    yield start
-    for service in started:
-        service.stop()
+    def stop_all(self) -> None:
+        for service in self.started:
+            service.stop()
 
 
 @pytest.fixture
-def api(settings: Settings, start_service) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    """The real API (uvicorn) in its own process, and a client that sends the API key."""
-    service = start_service("api", settings)
-    service.wait_for_log(r"Uvicorn running|Application startup complete", timeout=60)
-    with httpx.Client(
+def start_service(tmp_path: Path) -> Iterator[Services]:
+    """Start `photoembed <command>` with given settings; every process is stopped at the end."""
+    services = Services(tmp_path)
+    yield services
+    services.stop_all()
+
+
+def start_api(settings: Settings, start: Services) -> httpx.Client:
+    """The real API (uvicorn) in its own process, and a client that sends the API key (the
+    caller closes it)."""
+    service = start("api", settings)
+    service.wait_for_log("Uvicorn running on", timeout=60)
+    return httpx.Client(
         base_url=f"http://127.0.0.1:{settings.api_port}",
         headers={"Authorization": f"Bearer {TEST_API_KEY}"},
         timeout=30,
-    ) as client:
+    )
+
+
+@pytest.fixture
+def api(settings: Settings, start_service: Services) -> Iterator[httpx.Client]:
+    """The real API of this test's settings."""
+    with start_api(settings, start_service) as client:
         yield client
 
 

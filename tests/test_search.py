@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from photoembed.storage import LocalStorage
+from tests.conftest import Services, stack_settings, start_api
 from tests.helpers import encode, make_person_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -21,10 +22,32 @@ def _upload(api: httpx.Client, image: Image.Image, person_id: str | None = None)
     return str(response.json()["id"])
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, postgres, redis_server, model_cache):
+    """One API and one worker for the whole module: the searches share one set of photos."""
+    folder = tmp_path_factory.mktemp("search")
+    settings = stack_settings(folder, postgres, redis_server, model_cache)
+    services = Services(folder)
+    try:
+        with start_api(settings, services) as client:
+            services("worker", settings).wait_for_log("selfcheck.passed")
+            yield settings, client
+    finally:
+        services.stop_all()
+
+
 @pytest.fixture
-def two_people(settings, api, start_service):
-    worker = start_service("worker", settings)
-    worker.wait_for_log("selfcheck.passed")
+def settings(stack):
+    return stack[0]
+
+
+@pytest.fixture
+def api(stack):
+    return stack[1]
+
+
+def upload_two_people(api: httpx.Client) -> tuple[dict, dict, dict[str, list[str]]]:
+    """Ada and Bob with four READY photos each."""
     ada = api.post("/persons", json={"name": "Ada", "note": "tests"}).json()
     bob = api.post("/persons", json={"name": "Bob"}).json()
     # Fresh shots each time: the database is shared by the session, and identical bytes from
@@ -37,6 +60,12 @@ def two_people(settings, api, start_service):
     for photo_id in photos["ada"] + photos["bob"]:
         assert wait_for_status(api, photo_id, {"READY", "FAILED"})["status"] == "READY"
     return ada, bob, photos
+
+
+@pytest.fixture(scope="module")
+def two_people(stack):
+    """Shared by the module's tests, which only read them."""
+    return upload_two_people(stack[1])
 
 
 def _search(api: httpx.Client, **form: object) -> dict:
@@ -131,8 +160,9 @@ def test_thumbnail_is_a_small_jpeg_behind_the_key(api, two_people):
     assert httpx.get(f"{api.base_url}/photos/{photo_id}/thumbnail").status_code == 401
 
 
-def test_attach_later_and_delete_photo_and_person(settings, api, two_people):
-    ada, bob, photos = two_people
+def test_attach_later_and_delete_photo_and_person(settings, api):
+    # people of its own: the shared ones stay as they are for the other tests
+    ada, bob, photos = upload_two_people(api)
     moved = photos["bob"][0]
     assert (
         api.patch(f"/photos/{moved}", json={"person_id": ada["id"]}).json()["person_id"]
