@@ -15,7 +15,6 @@ from pathlib import Path
 import dramatiq
 import numpy as np
 import pytest
-from dramatiq import Retry
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 from PIL import Image
@@ -29,7 +28,7 @@ from photoembed.photos import accept_photo, storage_for
 from photoembed.queue import EMBED_PHOTO
 from photoembed.samples import encode, make_photo
 from photoembed.storage import LocalStorage
-from photoembed.worker.pipeline import process_photo, retried_when_transient
+from photoembed.worker.pipeline import process_photo, retried_when_transient, retry_rule
 
 # The stub's failures are chosen by image width.
 RAISES_IN_MODEL = 301
@@ -87,14 +86,11 @@ def stub_stack(settings: Settings) -> Iterator[tuple[Settings, StubBroker, drama
     storage = storage_for(settings)
     embedder = StubEmbedder()
 
-    def retry_transient(retries: int, exception: BaseException) -> bool:
-        return retries <= settings.max_retries and isinstance(exception, Retry)
-
     @dramatiq.actor(
         broker=broker,
         actor_name=EMBED_PHOTO,
         queue_name=settings.queue_name,
-        retry_when=retry_transient,
+        retry_when=retry_rule(settings.max_retries),
         min_backoff=settings.retry_min_backoff_ms,
         max_backoff=settings.retry_max_backoff_ms,
     )

@@ -20,10 +20,9 @@ from photoembed.clip.backends.openclip import (
     plan_model,
     read_sidecar,
     verify_checksum,
-    write_sidecar,
 )
 from photoembed.clip.errors import ModelLoadError, WeightsNotFoundError
-from photoembed.clip.model_files import sha256_file
+from photoembed.clip.model_files import sha256_file, write_sidecar
 from photoembed.clip.runtimes.torch_runtime import LoadedModel
 from photoembed.config import Settings
 

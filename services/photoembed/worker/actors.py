@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import dramatiq
-from dramatiq import Retry
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
@@ -24,7 +23,12 @@ from photoembed.photos import storage_for
 from photoembed.queue import BACKFILL_PHOTO, EMBED_PHOTO, build_broker
 from photoembed.sizing import resolve
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
-from photoembed.worker.pipeline import backfill_one, process_photo, retried_when_transient
+from photoembed.worker.pipeline import (
+    backfill_one,
+    process_photo,
+    retried_when_transient,
+    retry_rule,
+)
 
 settings = resolve(get_settings())
 configure_logging(settings.log_format, settings.log_level)
@@ -40,15 +44,11 @@ broker.add_middleware(Sweep(settings))
 dramatiq.set_broker(broker)
 
 
-def _retry_transient(retries: int, exception: BaseException) -> bool:
-    return retries <= settings.max_retries and isinstance(exception, Retry)
-
-
 # Transient errors retry with exponential backoff (RETRY_MIN/MAX_BACKOFF_MS); each claim counts
 # against MAX_ATTEMPTS, and the sweeper ends anything still going after GIVE_UP_AFTER_SECONDS.
 ACTOR_OPTIONS: dict[str, Any] = {
     "queue_name": settings.queue_name,
-    "retry_when": _retry_transient,
+    "retry_when": retry_rule(settings.max_retries),
     "min_backoff": settings.retry_min_backoff_ms,
     "max_backoff": settings.retry_max_backoff_ms,
     "time_limit": 10 * 60_000,

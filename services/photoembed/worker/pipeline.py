@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from dramatiq import Retry
@@ -44,6 +44,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     StorageUnavailable,
     DeviceFailure,
 )
+
+
+def retry_rule(max_retries: int) -> Callable[[int, BaseException], bool]:
+    """Dramatiq's `retry_when`: retry what `retried_when_transient` turned into Retry, at most
+    `max_retries` times (attempts are bounded separately by the claims)."""
+
+    def retry_when(retries: int, exception: BaseException) -> bool:
+        return retries <= max_retries and isinstance(exception, Retry)
+
+    return retry_when
 
 
 @contextlib.contextmanager

@@ -60,10 +60,6 @@ def read_sidecar(weights: Path) -> WeightsMeta | None:
     return model_files.read_sidecar(weights, WeightsMeta, "weights")
 
 
-def write_sidecar(weights: Path, meta: WeightsMeta) -> Path:
-    return model_files.write_sidecar(weights, meta)
-
-
 def looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith(WEIGHT_SUFFIXES) or Path(pretrained).exists()
 
