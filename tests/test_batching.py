@@ -3,6 +3,7 @@ batch that fails with a device error is split until it runs."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -104,3 +105,28 @@ def test_a_run_that_returns_the_wrong_number_of_results_fails_its_callers_not_th
         batcher.submit(1)
     with pytest.raises(RuntimeError, match="gave 2 results"):
         batcher.submit(2)  # the inference thread is still serving
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_streams_run_that_many_batches_side_by_side_and_never_more(streams):
+    # given a forward pass that takes a while and records how many run at once
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.1)
+        with lock:
+            running -= 1
+        return items
+
+    batcher = MicroBatcher(run, max_batch=2, max_wait=0.0, streams=streams)
+    # when far more items arrive than one stream can take
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(batcher.submit, range(12)))
+    # then every item got its own result, and exactly `streams` passes overlapped
+    assert results == list(range(12))
+    assert most == streams

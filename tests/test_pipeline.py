@@ -18,7 +18,14 @@ from photoembed.config import Settings
 from photoembed.db import POOL_OVERFLOW, check_budget
 from photoembed.photos import accept_photo, storage_for
 from photoembed.queue import build_broker
-from photoembed.sizing import CPU_BATCH, CPU_THREADS, GPU_BATCH, GPU_THREADS, plan_sizing
+from photoembed.sizing import (
+    CPU_BATCH,
+    CPU_THREADS,
+    GPU_BATCH,
+    GPU_THREADS,
+    plan_sizing,
+    resolve,
+)
 from photoembed.worker.pipeline import process_photo
 from tests.helpers import encode, make_photo, statuses
 
@@ -26,9 +33,29 @@ from tests.helpers import encode, make_photo, statuses
 def test_cpu_defaults_run_onnx_with_enough_photos_in_flight_to_fill_a_batch():
     sizing = plan_sizing(Settings(clip_device="cpu"), cores=2)
     assert (sizing.runtime, sizing.precision, sizing.jpeg_decoder) == ("onnx", "fp32", "pillow")
-    assert (sizing.processes, sizing.inference_threads) == (1, 2)
+    # one single-threaded forward pass per core, side by side
+    assert (sizing.processes, sizing.inference_streams, sizing.inference_threads) == (1, 2, 1)
     assert sizing.threads == CPU_THREADS >= sizing.batch_size == CPU_BATCH
     assert sizing.pool_size == min(CPU_THREADS, 16)
+
+
+def test_more_cores_run_more_streams_each_fed_with_photos_in_flight():
+    sizing = plan_sizing(Settings(clip_device="cpu"), cores=16)
+    assert (sizing.inference_streams, sizing.inference_threads) == (16, 1)
+    assert sizing.threads == 16 * 8 and sizing.pool_size == 16
+
+
+def test_streams_are_side_by_side_only_where_the_runtime_runs_passes_in_parallel():
+    # torch sets its threads for the whole process: one pass over every core
+    torch_cpu = plan_sizing(Settings(clip_device="cpu", embed_runtime="torch"), cores=4)
+    assert (torch_cpu.inference_streams, torch_cpu.inference_threads) == (1, 4)
+    # intra-op threads asked for: the cores left over make the streams
+    asked = plan_sizing(Settings(clip_device="cpu", torch_threads=2, inference_streams=2), cores=4)
+    assert (asked.inference_streams, asked.inference_threads) == (2, 2)
+    assert plan_sizing(Settings(clip_device="cpu", torch_threads=4), cores=4).inference_streams == 1
+    # and deciding twice decides the same
+    resolved = resolve(Settings(clip_device="cpu"), cores=2)
+    assert plan_sizing(resolved, cores=2) == plan_sizing(Settings(clip_device="cpu"), cores=2)
 
 
 def test_gpu_defaults_decode_on_the_gpu_in_fp16_with_hundreds_of_photos_in_flight():

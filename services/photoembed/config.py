@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     worker_processes: int = 0
     worker_threads: int = 0
     torch_threads: int = 0
+    inference_streams: int = 0
     db_pool_size: int = 0
     queue_name: str = "photos"
     max_attempts: int = 5

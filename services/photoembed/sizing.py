@@ -2,9 +2,11 @@
 
 On a CPU the image tower runs in ONNX Runtime, one worker process uses all the cores for inference
 and keeps enough photos in flight (decoding in its threads while a batch runs) to fill batches of
-the size the benchmark found best. On a CUDA GPU the tower runs in torch at fp16, JPEGs decode on
-the GPU, several processes share the GPU (each holds one model, about 1.4 GB) and each keeps
-hundreds of photos in flight. Explicit settings always win.
+the size the benchmark found best. Each core runs its own single-threaded forward pass (inference
+streams) rather than one pass being spread over all of them: a pass then never waits at a barrier
+for a thread that decoding took off its core. On a CUDA GPU the tower runs in torch at fp16, JPEGs
+decode on the GPU, several processes share the GPU (each holds one model, about 1.4 GB) and each
+keeps hundreds of photos in flight. Explicit settings always win.
 
 Finding the device imports torch only where a GPU is present: a CPU machine decides without it.
 """
@@ -18,8 +20,10 @@ from pathlib import Path
 
 from photoembed.config import Settings
 
-# Measured with `make bench` on 2 cores (README, "Throughput"): in-flight photos and batch size.
+# Measured with `make bench` on 2 cores (README, "Throughput"): in-flight photos and batch size;
+# more cores run more streams, each kept fed with photos.
 CPU_THREADS = 16
+CPU_THREADS_PER_STREAM = 8
 CPU_BATCH = 16
 # For one CUDA GPU: photos in flight per process, images per forward pass, processes per GPU.
 GPU_THREADS = 128
@@ -62,6 +66,7 @@ class Sizing:
     threads: int
     batch_size: int
     inference_threads: int
+    inference_streams: int
     pool_size: int
     jpeg_decoder: str
 
@@ -79,10 +84,17 @@ def plan_sizing(settings: Settings, cores: int | None = None) -> Sizing:
     processes = settings.worker_processes or (
         max(1, min(GPU_MAX_PROCESSES, cores // 4)) if gpu else 1
     )
-    threads = settings.worker_threads or (GPU_THREADS if gpu else CPU_THREADS)
+    per_process = max(1, cores // processes)
+    # Side by side where the runtime runs passes in parallel: ONNX Runtime sessions are safe to
+    # share between threads, while torch sets its thread count for the whole process.
+    side_by_side = runtime == "onnx" and not gpu and not settings.torch_threads
+    streams = settings.inference_streams or (per_process if side_by_side else 1)
+    threads = settings.worker_threads or (
+        GPU_THREADS if gpu else max(CPU_THREADS, CPU_THREADS_PER_STREAM * streams)
+    )
     batch = settings.embed_batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     inference = settings.torch_threads or (
-        max(1, cores // processes) if not gpu else max(1, min(4, cores // processes))
+        max(1, per_process // streams) if not gpu else max(1, min(4, per_process))
     )
     pool = settings.db_pool_size or min(threads, MAX_POOL)
     decoder = settings.jpeg_decoder
@@ -96,6 +108,7 @@ def plan_sizing(settings: Settings, cores: int | None = None) -> Sizing:
         threads=threads,
         batch_size=batch,
         inference_threads=inference,
+        inference_streams=streams,
         pool_size=pool,
         jpeg_decoder=decoder,
     )
@@ -113,6 +126,7 @@ def resolve(settings: Settings, cores: int | None = None) -> Settings:
             "worker_threads": sizing.threads,
             "embed_batch_size": sizing.batch_size,
             "torch_threads": sizing.inference_threads,
+            "inference_streams": sizing.inference_streams,
             "db_pool_size": sizing.pool_size,
             "jpeg_decoder": sizing.jpeg_decoder,
         }

@@ -1,9 +1,10 @@
 """Micro-batching: many worker threads, one forward pass.
 
 Worker threads hand their item (preprocessed pixels, or a photo's encoded bytes for a device that
-decodes them itself) to the process's MicroBatcher and wait. One inference thread collects what has
+decodes them itself) to the process's MicroBatcher and wait. An inference thread collects what has
 arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one batch and
-gives every caller its own result, or its own exception. A batch that fails with a device error
+gives every caller its own result, or its own exception. With `streams` > 1, that many inference
+threads do this side by side, one collecting the next batch while the others run theirs. A batch that fails with a device error
 (out of memory, for one) is retried in halves down to single items, so one oversized batch never
 fails its photos; a single item that still fails gets the error, which the pipeline retries later.
 """
@@ -52,15 +53,19 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait: float,
         on_batch: Callable[[int, float], None] | None = None,
         retry_smaller: Callable[[BaseException], bool] = never_split,
+        streams: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max(1, max_batch)
         self._max_wait = max(0.0, max_wait)
         self._on_batch = on_batch
         self._retry_smaller = retry_smaller
+        self._streams = max(1, streams)
         self._requests: queue.Queue[_Request[Item, Result]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        # One stream collects at a time, so that idle streams do not split arrivals between them.
+        self._collect_lock = threading.Lock()
 
     @property
     def max_batch(self) -> int:
@@ -75,11 +80,11 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _ensure_started(self) -> None:
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="photoembed-inference", daemon=True
-                )
-                self._thread.start()
+            while len(self._threads) < self._streams:
+                name = f"photoembed-inference-{len(self._threads)}"
+                thread = threading.Thread(target=self._serve, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _collect(self) -> list[_Request[Item, Result]]:
         batch = [self._requests.get()]
@@ -121,7 +126,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _serve(self) -> None:
         while True:
-            batch = self._collect()
+            with self._collect_lock:
+                batch = self._collect()
             started = time.perf_counter()
             self._run(batch)
             if self._on_batch is not None:

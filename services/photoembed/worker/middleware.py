@@ -51,6 +51,8 @@ class ModelSelfCheck(dramatiq.Middleware):
             precision=self.settings.clip_precision,
             threads=self.settings.worker_threads,
             batch_size=self.settings.embed_batch_size,
+            inference_streams=self.settings.inference_streams,
+            inference_threads=self.settings.torch_threads,
             jpeg_decoder=self.settings.jpeg_decoder,
             db_pool_size=self.settings.db_pool_size,
             max_attempts=self.settings.max_attempts,

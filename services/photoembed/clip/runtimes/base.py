@@ -39,6 +39,7 @@ class BatchedEmbedder(ABC):
             max_wait=settings.embed_batch_wait_ms / 1000,
             on_batch=observe_batch,
             retry_smaller=self._is_device_error,
+            streams=plan_sizing(settings).inference_streams,
         )
 
     def load(self) -> LoadedInfo:
