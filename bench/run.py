@@ -6,8 +6,10 @@ processes, ViT-B-32 loaded through OpenCLIP from a seeded offline cache (random 
 architecture and its cost are real, the vectors mean nothing). Ratios within one run are what to
 compare; absolute numbers move with the machine.
 
-CPU: each runtime's model-only ceiling, the naive worker, the service end to end with the
-defaults (uploads to READY) and a sweep of in-flight photos x batch size. CUDA: the image tower at
+CPU: each runtime's model-only ceiling (one pass over every core, and one single-threaded pass
+per core side by side), the naive worker, the service end to end with the defaults (uploads to
+READY), the worker draining a backlog with its defaults and with one pass over every core, and a
+sweep of in-flight photos x batch size (x streams). CUDA: the image tower at
 fp32/tf32/fp16 and several batch sizes, the decode ceilings (Pillow on every core, nvJPEG on the
 GPU), a naive batch-of-one loop on the GPU, the API's ingest rate with 16 concurrent clients, and
 the workers' backlog drain (first READY to last) for the defaults and a sweep of processes x
@@ -101,18 +103,26 @@ def photo_set(folder: Path, mix: list[tuple[int, int, str, int]], count: int) ->
 
 
 def measure_ceiling(
-    embedder: Any, batch_sizes: list[int], seconds: float = 3.0
+    embedder: Any, batch_sizes: list[int], seconds: float = 3.0, streams: int = 1
 ) -> dict[int, float]:
-    rates = {}
-    for size in batch_sizes:
-        batch = np.random.default_rng(size).standard_normal((size, 3, 224, 224), np.float32)
-        embedder.embed_pixels(batch)  # warm-up
-        runs, started = 0, time.perf_counter()
-        while runs < 2 or time.perf_counter() - started < seconds:
+    """Images/s of the model alone on preprocessed pixels, `streams` passes running side by side."""
+    return {size: _model_rate(embedder, size, seconds, streams) for size in batch_sizes}
+
+
+def _model_rate(embedder: Any, size: int, seconds: float, streams: int) -> float:
+    batch = np.random.default_rng(size).standard_normal((size, 3, 224, 224), np.float32)
+    embedder.embed_pixels(batch)  # warm-up
+    runs = [0] * streams
+    started = time.perf_counter()
+
+    def run(stream: int) -> None:
+        while runs[stream] < 2 or time.perf_counter() - started < seconds:
             embedder.embed_pixels(batch)
-            runs += 1
-        rates[size] = size * runs / (time.perf_counter() - started)
-    return rates
+            runs[stream] += 1
+
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(run, range(streams)))
+    return size * sum(runs) / (time.perf_counter() - started)
 
 
 def measure_naive(embedder: ClipEmbedder, photos: list[Path]) -> float:
@@ -238,6 +248,18 @@ def cpu_seconds(pid: int) -> float:
         return sum(sum(p.cpu_times()[:2]) for p in processes)
     except psutil.Error:
         return 0.0
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU of every thread of a process and its children, by thread id."""
+    seconds = {}
+    try:
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            seconds.update({t.id: t.user_time + t.system_time for t in process.threads()})
+    except psutil.Error:
+        pass
+    return seconds
 
 
 def database_cpu_seconds(stack: Stack) -> float:
@@ -438,17 +460,36 @@ def measure_service(
         profiler = Profiler(worker.process.pid, profile) if profile else None
         assert api.process is not None
         before = _cpu_split(stack, api.process.pid, worker.process.pid)
+        threads_before = thread_cpu_seconds(worker.process.pid)
         started = time.perf_counter()
         ids, _ = upload_all(client, photos, clients=4)
         ready = wait_ready(settings, ids)
         elapsed = time.perf_counter() - started
         after = _cpu_split(stack, api.process.pid, worker.process.pid)
+        threads_after = thread_cpu_seconds(worker.process.pid)
         hottest = profiler.stop() if profiler else []
         stages = worker_stages(settings.metrics_port)
     cpu_ms = {name: round((after[name] - before[name]) / len(photos) * 1000, 1) for name in after}
+    # The inference streams are the worker's busiest threads by far (ONNX Runtime's own pool
+    # threads among them when a pass has several); the photo threads decode, claim and store.
+    per_thread = sorted(
+        (
+            (spent - threads_before.get(tid, 0.0)) / len(photos) * 1000
+            for tid, spent in threads_after.items()
+        ),
+        reverse=True,
+    )
+    streams = settings.inference_streams or plan_sizing(settings).inference_streams
+    inference_threads = streams * (
+        settings.torch_threads or plan_sizing(settings).inference_threads
+    )
     return {
         "photos_per_s": len(photos) / elapsed,
         "cpu_ms_per_photo": cpu_ms,
+        "worker_cpu_ms_per_photo": {
+            "busiest_threads": [round(ms, 1) for ms in per_thread[:inference_threads]],
+            "all_other_threads": round(sum(per_thread[inference_threads:]), 1),
+        },
         "cores_busy": round(sum(after[n] - before[n] for n in after) / elapsed, 2),
         "latency_p50_ms": percentile(light_ms, 50),
         "latency_p95_ms": percentile(light_ms, 95),
@@ -509,47 +550,80 @@ def measure_drain(
 
 
 def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    import torch
+
     photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
     defaults = resolve(stack.settings())
+    cores = os.cpu_count() or 1
     torch_embedder = ClipEmbedder(stack.settings(clip_device="cpu"))
     torch_embedder.load()
-    onnx_embedder = OnnxEmbedder(resolve(stack.settings(embed_runtime="onnx")))
+    onnx_embedder = OnnxEmbedder(defaults)
     onnx_embedder.load()  # exports once; the workers then find it in the cache
-    embedders = {"torch": torch_embedder, "onnx": onnx_embedder}
     naive = measure_naive(torch_embedder, photos[:12])
     parity = draft_parity(torch_embedder, [p for p in photos[:12] if p.suffix == ".jpeg"], 224)
 
+    # The model alone, each way it can run on these cores: one pass over all of them, or one
+    # single-threaded pass per core side by side (ONNX Runtime's default here; torch's threads are
+    # set for the whole process, so its side-by-side run sets them to 1 for the while).
+    ceiling_runs: dict[str, tuple[Any, int, int]] = {
+        "torch": (torch_embedder, cores, 1),
+        "torch_side_by_side": (torch_embedder, 1, cores),
+        "onnx": (OnnxEmbedder(defaults.model_copy(update={"torch_threads": cores})), cores, 1),
+        "onnx_side_by_side": (onnx_embedder, 1, cores),
+    }
+
+    def ceilings_now(runs: dict[str, tuple[Any, int, int]]) -> dict[str, dict[int, float]]:
+        rates = {}
+        for name, (embedder, threads, streams) in runs.items():
+            torch.set_num_threads(threads)
+            rates[name] = measure_ceiling(embedder, [1, 8, 16, 32], streams=streams)
+        torch.set_num_threads(cores)
+        return rates
+
     # The ceilings are measured before and after the service (this machine's speed drifts
     # within a run); each batch size keeps its better figure.
-    ceilings = {name: measure_ceiling(e, [1, 8, 16, 32]) for name, e in embedders.items()}
+    ceilings = ceilings_now(ceiling_runs)
     service = measure_service(stack, stack.settings(), photos, args.light, args.profile)
-    for name, embedder in embedders.items():
-        again = measure_ceiling(embedder, [1, 8, 16, 32])
+    for name, again in ceilings_now(ceiling_runs).items():
         ceilings[name] = {size: max(rate, again[size]) for size, rate in ceilings[name].items()}
-    del embedders, onnx_embedder, torch_embedder
+    del ceiling_runs, onnx_embedder, torch_embedder
     best_ceiling = max(max(rates.values()) for rates in ceilings.values())
+    # The worker alone on a backlog (uploaded before it starts): its defaults against one pass
+    # spread over every core.
+    one_pass = {"inference_streams": 1, "torch_threads": cores}
+    drain = {
+        "defaults": measure_drain(stack, stack.settings(), photos)["drain_photos_per_s"],
+        "one_pass": measure_drain(stack, stack.settings(**one_pass), photos)["drain_photos_per_s"],
+    }
     sweep = []
-    for threads, batch in args.sweep:
-        run = measure_service(
-            stack,
-            stack.settings(worker_threads=threads, embed_batch_size=batch),
-            photos,
-            light=0,
-            profile=None,
+    for threads, batch, *streams in args.sweep:
+        sized: dict[str, int] = {"worker_threads": threads, "embed_batch_size": batch}
+        if streams:
+            sized.update(inference_streams=streams[0], torch_threads=max(1, cores // streams[0]))
+        run = measure_service(stack, stack.settings(**sized), photos, args.light, profile=None)
+        sweep.append(
+            {
+                "threads": threads,
+                "batch_size": batch,
+                "streams": streams[0] if streams else defaults.inference_streams,
+                **_summary(run),
+            }
         )
-        sweep.append({"threads": threads, "batch_size": batch, **_summary(run)})
     return {
         "device": "cpu",
         "defaults": {
             "runtime": defaults.embed_runtime,
             "threads": defaults.worker_threads,
             "batch_size": defaults.embed_batch_size,
+            "inference_streams": defaults.inference_streams,
+            "inference_threads": defaults.torch_threads,
             "draft_side": defaults.decode_draft_side,
         },
         "service": service,
         "service_vs_best_ceiling": service["photos_per_s"] / best_ceiling,
         "service_vs_naive": service["photos_per_s"] / naive,
         "naive_photos_per_s": naive,
+        "drain_photos_per_s": drain,
         "ceilings": {
             name: {"best": max(r.values()), "by_batch": r} for name, r in ceilings.items()
         },
@@ -562,6 +636,7 @@ def _summary(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "photos_per_s": round(run["photos_per_s"], 2),
         "mean_batch_size": round(run["worker_stages"]["mean_batch_size"], 1),
+        "light_latency_p50_ms": round(run["latency_p50_ms"]),
     }
 
 
@@ -641,8 +716,8 @@ def run_gpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     }
 
 
-def _pairs(text: str) -> list[tuple[int, int]]:
-    return [tuple(int(v) for v in pair.split("x")) for pair in text.split(",") if pair]  # type: ignore[misc]
+def _pairs(text: str) -> list[tuple[int, ...]]:
+    return [tuple(int(v) for v in pair.split("x")) for pair in text.split(",") if pair]
 
 
 def main() -> int:
@@ -651,7 +726,10 @@ def main() -> int:
     parser.add_argument("--photos", type=int, help="uploads per run (CPU 48, CUDA 2000)")
     parser.add_argument("--light", type=int, default=8, help="photos sent one at a time (CPU)")
     parser.add_argument(
-        "--sweep", type=_pairs, default=_pairs("4x16,8x16,16x16,32x32"), help="CPU threadsxbatch"
+        "--sweep",
+        type=_pairs,
+        default=_pairs("4x16,8x16,16x16,32x32,16x16x1"),
+        help="CPU threadsxbatch[xstreams]",
     )
     parser.add_argument(
         "--gpu-sweep", type=_pairs, default=_pairs("1x128,2x128,4x128,8x64"),
@@ -688,10 +766,18 @@ def main() -> int:
         )
         print(
             f"CPU per photo (ms): {service['cpu_ms_per_photo']}, cores busy {service['cores_busy']}"
+            f"; worker threads: {service['worker_cpu_ms_per_photo']}"
+        )
+        drain = results["drain_photos_per_s"]
+        print(
+            f"backlog drain {drain['defaults']:.2f} photos/s with the defaults, "
+            f"{drain['one_pass']:.2f} with one pass over all cores"
         )
         for row in results["sweep"]:
             print(
-                f"  threads {row['threads']:>3} batch {row['batch_size']:>3}: {row['photos_per_s']}"
+                f"  threads {row['threads']:>3} batch {row['batch_size']:>3} "
+                f"streams {row['streams']}: {row['photos_per_s']} photos/s, "
+                f"one at a time p50 {row['light_latency_p50_ms']} ms"
             )
     else:
         print(
