@@ -4,6 +4,7 @@ until every photo is READY, one model per process, and a precision that cannot h
 
 from __future__ import annotations
 
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,7 @@ import pytest
 import structlog
 import torch
 
+from photoembed.api.queries import query_settings
 from photoembed.cli.serve import check_connection_budget
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
@@ -82,6 +84,20 @@ def test_explicit_settings_win_and_the_pool_follows_the_threads():
         7,
         3,
     )
+
+
+def test_torch_embedders_size_their_threads_for_torch_where_workers_run_onnx():
+    # given a CPU machine, where a worker's auto sizing is single-threaded ONNX streams
+    cores = os.cpu_count() or 1
+    assert resolve(Settings(clip_device="cpu")).torch_threads == 1
+    # then the API's query model and any torch embedder use every core in one pass
+    queries = query_settings(Settings(clip_device="cpu"))
+    assert (queries.embed_runtime, queries.torch_threads, queries.inference_streams) == (
+        "torch",
+        cores,
+        1,
+    )
+    assert ClipEmbedder(Settings(clip_device="cpu"))._inference_threads == cores
 
 
 @pytest.mark.slow

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
 
+def query_settings(settings: Settings) -> Settings:
+    """Queries run in torch (the text tower needs it), whatever runtime the workers use: sized
+    for torch on this machine."""
+    return resolve(settings.model_copy(update={"embed_runtime": "torch"}))
+
+
 class QueryEmbedder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -30,7 +36,7 @@ class QueryEmbedder:
             if self._embedder is None:
                 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
-                self._embedder = ClipEmbedder(resolve(self._settings))
+                self._embedder = ClipEmbedder(query_settings(self._settings))
         self._embedder.load()
         return self._embedder
 

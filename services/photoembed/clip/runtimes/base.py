@@ -8,6 +8,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -21,16 +22,17 @@ from photoembed.quality import quality_score
 from photoembed.sizing import plan_sizing
 
 
-def inference_threads(settings: Settings) -> int:
-    """Intra-op threads, as sizing decides them for settings not resolved yet (the API, tools)."""
-    return plan_sizing(settings).inference_threads
-
-
 class BatchedEmbedder(ABC):
     """An image embedder whose runtime supplies `_load`, `preprocess` and `embed_pixels`."""
 
+    #: EMBED_RUNTIME of this embedder: its threads and streams are sized for it, whatever the
+    #: settings would pick (the API runs torch for text where a CPU worker runs ONNX Runtime).
+    runtime: ClassVar[str]
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        sizing = plan_sizing(settings.model_copy(update={"embed_runtime": self.runtime}))
+        self._inference_threads = sizing.inference_threads
         self._lock = threading.Lock()
         self._loaded: LoadedInfo | None = None
         self._batcher: MicroBatcher[BatchItem, BatchResult] = MicroBatcher(
@@ -39,7 +41,7 @@ class BatchedEmbedder(ABC):
             max_wait=settings.embed_batch_wait_ms / 1000,
             on_batch=observe_batch,
             retry_smaller=self._is_device_error,
-            streams=plan_sizing(settings).inference_streams,
+            streams=sizing.inference_streams,
         )
 
     def load(self) -> LoadedInfo:

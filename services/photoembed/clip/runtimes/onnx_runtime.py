@@ -33,7 +33,7 @@ from photoembed.clip.contract import ModelPlan
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.preprocessing import Preprocessing
 from photoembed.clip.probe import REFERENCE_TOLERANCE, max_abs_difference, probe_image
-from photoembed.clip.runtimes.base import BatchedEmbedder, inference_threads
+from photoembed.clip.runtimes.base import BatchedEmbedder
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 
@@ -137,7 +137,8 @@ def prepare_onnx(settings: Settings) -> Path:
     """Run `photoembed model onnx` in a child process (torch stays out of this one) and return the
     ONNX file it prepared. Its log goes to our stderr; its last stdout line names the file."""
     command = [sys.executable, "-m", "photoembed.cli", "model", "onnx"]
-    env = {**os.environ, **settings.environment()}
+    # The export runs the model in torch, once: sized for torch, not for this worker's streams.
+    env = {**os.environ, **settings.environment(), "TORCH_THREADS": "0", "INFERENCE_STREAMS": "0"}
     try:
         done = subprocess.run(
             command,
@@ -160,12 +161,13 @@ def prepare_onnx(settings: Settings) -> Path:
     return Path(json.loads(lines[-1])["onnx"])
 
 
-def open_prepared(path: Path, settings: Settings, started: float) -> OnnxLoaded:
-    """Open an ONNX file that `photoembed model onnx` has just checked against its sidecar."""
+def open_prepared(path: Path, threads: int, started: float) -> OnnxLoaded:
+    """Open an ONNX file that `photoembed model onnx` has just checked against its sidecar, its
+    passes on `threads` intra-op threads."""
     meta = OnnxMeta.read(path)
     if meta is None:
         raise ModelLoadError(f"{path} has no {ONNX_FORMAT} sidecar; run `photoembed model onnx`")
-    session = create_session(path, inference_threads(settings))
+    session = create_session(path, threads)
     loaded = OnnxLoaded(
         plan=ModelPlan.from_description(meta.plan),
         identity=meta.identity,
@@ -195,6 +197,8 @@ def _check_probe(loaded: OnnxLoaded, meta: OnnxMeta) -> None:
 class OnnxEmbedder(BatchedEmbedder):
     """The worker's image embedder on ONNX Runtime; same interface and batching as ClipEmbedder."""
 
+    runtime = "onnx"
+
     def load(self) -> OnnxLoaded:
         loaded = super().load()
         assert isinstance(loaded, OnnxLoaded)
@@ -203,7 +207,7 @@ class OnnxEmbedder(BatchedEmbedder):
     def _load(self, started: float) -> OnnxLoaded:
         log.info("model.loading", runtime="onnx")
         path = prepare_onnx(self._settings)
-        loaded = open_prepared(path, self._settings, started)
+        loaded = open_prepared(path, self._inference_threads, started)
         log.info(
             "model.loaded",
             runtime="onnx",

@@ -20,7 +20,7 @@ from photoembed.clip.backends import openclip, plan_for, transformers
 from photoembed.clip.contract import BatchItem, BatchResult, EmbeddedPhoto, ModelPlan
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.preprocessing import Preprocessing, preprocessing_of
-from photoembed.clip.runtimes.base import BatchedEmbedder, inference_threads
+from photoembed.clip.runtimes.base import BatchedEmbedder
 from photoembed.config import Settings
 from photoembed.images import DecodeLimits, check_size, read_jpeg_header
 from photoembed.logging import get_logger
@@ -171,6 +171,8 @@ class ClipEmbedder(BatchedEmbedder):
     bytes and are decoded, scored and preprocessed on the GPU (`device_decode`).
     """
 
+    runtime = "torch"
+
     def __init__(self, settings: Settings, *, image_only: bool = False) -> None:
         super().__init__(settings)
         self._image_only = image_only
@@ -186,7 +188,7 @@ class ClipEmbedder(BatchedEmbedder):
         return loaded
 
     def _load(self, started: float) -> LoadedModel:
-        torch.set_num_threads(inference_threads(self._settings))
+        torch.set_num_threads(self._inference_threads)
         loaded = load_model(self._settings)
         if self._image_only and loaded.plan.backend == "open_clip":
             _drop_text_tower(loaded.model)
