@@ -4,9 +4,10 @@ Worker threads hand their item (preprocessed pixels, or a photo's encoded bytes 
 decodes them itself) to the process's MicroBatcher and wait. An inference thread collects what has
 arrived, up to `max_batch` items or `max_wait` seconds after the first, runs them as one batch and
 gives every caller its own result, or its own exception. With `streams` > 1, that many inference
-threads do this side by side, one collecting the next batch while the others run theirs. A batch that fails with a device error
-(out of memory, for one) is retried in halves down to single items, so one oversized batch never
-fails its photos; a single item that still fails gets the error, which the pipeline retries later.
+threads do this side by side, one collecting the next batch while the others run theirs. A batch
+that fails with a device error (out of memory, for one) is retried in halves down to single items,
+so one oversized batch never fails its photos; a single item that still fails gets the error,
+which the pipeline retries later.
 """
 
 from __future__ import annotations
