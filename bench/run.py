@@ -479,10 +479,8 @@ def measure_service(
         ),
         reverse=True,
     )
-    streams = settings.inference_streams or plan_sizing(settings).inference_streams
-    inference_threads = streams * (
-        settings.torch_threads or plan_sizing(settings).inference_threads
-    )
+    sizing = plan_sizing(settings)
+    inference_threads = sizing.inference_streams * sizing.inference_threads
     return {
         "photos_per_s": len(photos) / elapsed,
         "cpu_ms_per_photo": cpu_ms,
@@ -555,6 +553,8 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
     defaults = resolve(stack.settings())
     cores = os.cpu_count() or 1
+    # One pass over every core: the streams' threads follow from their number.
+    one_pass = {"inference_streams": 1}
     torch_embedder = ClipEmbedder(stack.settings(clip_device="cpu"))
     torch_embedder.load()
     onnx_embedder = OnnxEmbedder(defaults)
@@ -568,7 +568,7 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     ceiling_runs: dict[str, tuple[Any, int, int]] = {
         "torch": (torch_embedder, cores, 1),
         "torch_side_by_side": (torch_embedder, 1, cores),
-        "onnx": (OnnxEmbedder(defaults.model_copy(update={"torch_threads": cores})), cores, 1),
+        "onnx": (OnnxEmbedder(resolve(stack.settings(**one_pass))), cores, 1),
         "onnx_side_by_side": (onnx_embedder, 1, cores),
     }
 
@@ -590,16 +590,15 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     best_ceiling = max(max(rates.values()) for rates in ceilings.values())
     # The worker alone on a backlog (uploaded before it starts): its defaults against one pass
     # spread over every core.
-    one_pass = {"inference_streams": 1, "torch_threads": cores}
     drain = {
         "defaults": measure_drain(stack, stack.settings(), photos)["drain_photos_per_s"],
         "one_pass": measure_drain(stack, stack.settings(**one_pass), photos)["drain_photos_per_s"],
     }
     sweep = []
     for threads, batch, *streams in args.sweep:
-        sized: dict[str, int] = {"worker_threads": threads, "embed_batch_size": batch}
+        sized = {"worker_threads": threads, "embed_batch_size": batch}
         if streams:
-            sized.update(inference_streams=streams[0], torch_threads=max(1, cores // streams[0]))
+            sized["inference_streams"] = streams[0]
         run = measure_service(stack, stack.settings(**sized), photos, args.light, profile=None)
         sweep.append(
             {

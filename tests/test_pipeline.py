@@ -55,6 +55,9 @@ def test_streams_are_side_by_side_only_where_the_runtime_runs_passes_in_parallel
     asked = plan_sizing(Settings(clip_device="cpu", torch_threads=2, inference_streams=2), cores=4)
     assert (asked.inference_streams, asked.inference_threads) == (2, 2)
     assert plan_sizing(Settings(clip_device="cpu", torch_threads=4), cores=4).inference_streams == 1
+    # one stream asked for: its pass gets every core (the README's latency-first setting)
+    one_pass = plan_sizing(Settings(clip_device="cpu", inference_streams=1), cores=4)
+    assert (one_pass.inference_streams, one_pass.inference_threads) == (1, 4)
     # and deciding twice decides the same
     resolved = resolve(Settings(clip_device="cpu"), cores=2)
     assert plan_sizing(resolved, cores=2) == plan_sizing(Settings(clip_device="cpu"), cores=2)
