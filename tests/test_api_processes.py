@@ -4,11 +4,16 @@ processes serve one port, and their metrics add up."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import anyio.to_thread
 import httpx
 import psutil
 import pytest
+from fastapi.testclient import TestClient
+from starlette.middleware.base import BaseHTTPMiddleware
 
+from photoembed.api.app import create_app
 from tests.conftest import TEST_API_KEY
 from tests.helpers import encode, make_photo, wait_until
 
@@ -35,6 +40,30 @@ def test_the_api_imports_torch_only_for_a_text_search(settings, start_service, h
     # a text search does
     assert client.post("/search", json={"text": "a person"}).status_code == 200
     assert _torch_loaded(service.process.pid)
+
+
+def test_an_upload_leaves_the_event_loop_once_and_no_middleware_wraps_its_body(
+    settings, monkeypatch
+):
+    # given the real app on the real Postgres and Redis, counting what it hands to worker threads
+    app = create_app(settings)
+    handed: list[str] = []
+    hand_to_thread = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(getattr(func, "func", func).__name__)
+        return await hand_to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    client = TestClient(app, headers={"Authorization": f"Bearer {TEST_API_KEY}"})
+    # when a photo is uploaded
+    response = client.post("/photos", files={"file": ("a.jpg", encode(make_photo(802)))})
+    # then it was accepted with one hop, for the database and the queue: the dependencies that
+    # only read the app's state run on the event loop, and no BaseHTTPMiddleware (a task group
+    # per body chunk) sits in front of the route
+    assert response.status_code == 202, response.text
+    assert handed == ["accept_photo"]
+    assert not any(m.cls is BaseHTTPMiddleware for m in app.user_middleware)
 
 
 def test_several_api_processes_serve_one_port_and_their_metrics_add_up(

@@ -51,7 +51,11 @@ def test_metrics_move_after_a_processed_photo(settings, api, start_service):
     after = api.get("/metrics").text
     accepted = 'photoembed_uploads_total{outcome="accepted"}'
     assert _metric(after, accepted) == _metric(before, accepted) + 1
-    assert _metric(after, "photoembed_http_request_duration_seconds_count") > 0
+    latency = "photoembed_http_request_duration_seconds_count"
+    upload_latency = '{method="POST",route="/photos",status="202"}'
+    refused_scrape = '{method="GET",route="/metrics",status="401"}'
+    assert _metric(after, latency, upload_latency) == _metric(before, latency, upload_latency) + 1
+    assert _metric(after, latency, refused_scrape) >= 1
 
     scrape = lambda: httpx.get(f"http://127.0.0.1:{settings.metrics_port}/").text  # noqa: E731
     worker_metrics = wait_until(

@@ -7,15 +7,15 @@ worked out in a child process at startup (`api.active_model`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from photoembed.api.active_model import ActiveModel
+from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
 from photoembed.api.routes import health, metrics, persons, photos, search, ui
@@ -23,11 +23,8 @@ from photoembed.api.routes.ui import STATIC_DIR
 from photoembed.config import Settings, get_settings
 from photoembed.db import set_pool_size
 from photoembed.logging import configure_logging
-from photoembed.metrics import REQUEST_SECONDS
 from photoembed.photos import storage_for
 from photoembed.queue import build_broker
-
-RequestHandler = Callable[[Request], Awaitable[Response]]
 
 # Room for the multipart envelope around the file and the small form fields.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -61,16 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
         shown_limit=settings.max_upload_bytes,
     )
-
-    @app.middleware("http")
-    async def observe_latency(request: Request, call_next: RequestHandler) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestLatency)
 
     app.include_router(health.router)
     app.include_router(photos.router)

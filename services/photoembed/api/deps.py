@@ -1,4 +1,9 @@
-"""FastAPI dependencies: settings, a DB session per request, the broker, storage and the API key."""
+"""FastAPI dependencies: settings, a DB session per request, the broker, storage and the API key.
+
+Those that only read the application's state are `async def`: FastAPI runs a plain `def`
+dependency in a worker thread, a hop that cost more than the upload route's own work. The session
+and the active model stay plain functions, since they may wait on the database or a child process.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from photoembed.db import get_sessionmaker
 from photoembed.storage import PhotoStorage
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -34,7 +39,7 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_broker(request: Request) -> RedisBroker:
+async def get_broker(request: Request) -> RedisBroker:
     broker: RedisBroker = request.app.state.broker
     return broker
 
@@ -42,7 +47,7 @@ def get_broker(request: Request) -> RedisBroker:
 BrokerDep = Annotated[RedisBroker, Depends(get_broker)]
 
 
-def get_storage(request: Request) -> PhotoStorage:
+async def get_storage(request: Request) -> PhotoStorage:
     storage: PhotoStorage = request.app.state.storage
     return storage
 
@@ -60,7 +65,7 @@ def get_active_model(request: Request) -> str | None:
 ActiveModelDep = Annotated[str | None, Depends(get_active_model)]
 
 
-def get_query_embedder(request: Request) -> QueryEmbedder:
+async def get_query_embedder(request: Request) -> QueryEmbedder:
     embedder: QueryEmbedder = request.app.state.query_embedder
     return embedder
 
@@ -70,7 +75,7 @@ QueryEmbedderDep = Annotated[QueryEmbedder, Depends(get_query_embedder)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
