@@ -552,6 +552,7 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
     photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
     defaults = resolve(stack.settings())
+    planned = plan_sizing(defaults)
     cores = os.cpu_count() or 1
     # One pass over every core: the streams' threads follow from their number.
     one_pass = {"inference_streams": 1}
@@ -595,16 +596,16 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "one_pass": measure_drain(stack, stack.settings(**one_pass), photos)["drain_photos_per_s"],
     }
     sweep = []
-    for threads, batch, *streams in args.sweep:
+    for threads, batch, *asked in args.sweep:
         sized = {"worker_threads": threads, "embed_batch_size": batch}
-        if streams:
-            sized["inference_streams"] = streams[0]
+        if asked:
+            sized["inference_streams"] = asked[0]
         run = measure_service(stack, stack.settings(**sized), photos, args.light, profile=None)
         sweep.append(
             {
                 "threads": threads,
                 "batch_size": batch,
-                "streams": streams[0] if streams else defaults.inference_streams,
+                "streams": asked[0] if asked else planned.inference_streams,
                 **_summary(run),
             }
         )
@@ -614,8 +615,8 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "runtime": defaults.embed_runtime,
             "threads": defaults.worker_threads,
             "batch_size": defaults.embed_batch_size,
-            "inference_streams": defaults.inference_streams,
-            "inference_threads": defaults.torch_threads,
+            "inference_streams": planned.inference_streams,
+            "inference_threads": planned.inference_threads,
             "draft_side": defaults.decode_draft_side,
         },
         "service": service,

@@ -3,6 +3,7 @@ nothing, and a compose file that runs the same commands and settings as the nati
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from photoembed.cli import build_parser
 from photoembed.config import Settings
 from photoembed.devstack import free_port
 from photoembed.logcheck import find_problems
+from photoembed.sizing import plan_sizing, resolve
 from tests.helpers import (
     embeddings_per_photo,
     encode,
@@ -62,6 +64,14 @@ def test_metrics_move_after_a_processed_photo(settings, api, start_service):
         lambda: "photoembed_photos_embedded_total 1.0" in (t := scrape()) and t, timeout=30
     )
     assert _metric(worker_metrics, "photoembed_inference_batch_size_count") >= 1
+    # and the worker said how it sized itself: the streams its embedder planned for this machine
+    policy = next(json.loads(line) for line in worker.log.splitlines() if '"worker.policy"' in line)
+    planned = plan_sizing(resolve(settings))
+    assert (policy["runtime"], policy["inference_streams"], policy["inference_threads"]) == (
+        planned.runtime,
+        planned.inference_streams,
+        planned.inference_threads,
+    )
     assert _metric(worker_metrics, "photoembed_decode_seconds_count") == 1
     assert _metric(worker_metrics, "photoembed_model_load_seconds") > 0
     assert _metric(worker_metrics, 'photoembed_photo_status_transitions_total{status="READY"}') == 1

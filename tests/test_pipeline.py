@@ -92,14 +92,14 @@ def test_explicit_settings_win_and_the_pool_follows_the_threads():
 def test_torch_embedders_size_their_threads_for_torch_where_workers_run_onnx():
     # given a CPU machine, where a worker's auto sizing is single-threaded ONNX streams
     cores = os.cpu_count() or 1
-    assert resolve(Settings(clip_device="cpu")).torch_threads == 1
-    # then the API's query model and any torch embedder use every core in one pass
+    worker = resolve(Settings(clip_device="cpu"))
+    assert worker.embed_runtime == "onnx" and plan_sizing(worker).inference_threads == 1
+    # then a torch embedder given the worker's settings (the ONNX export), the API's query model
+    # and any other torch embedder use every core in one pass
+    assert ClipEmbedder(worker)._inference_threads == cores
     queries = query_settings(Settings(clip_device="cpu"))
-    assert (queries.embed_runtime, queries.torch_threads, queries.inference_streams) == (
-        "torch",
-        cores,
-        1,
-    )
+    assert queries.embed_runtime == "torch"
+    assert ClipEmbedder(queries)._inference_threads == cores
     assert ClipEmbedder(Settings(clip_device="cpu"))._inference_threads == cores
 
 

@@ -115,7 +115,10 @@ def plan_sizing(settings: Settings, cores: int | None = None) -> Sizing:
 
 
 def resolve(settings: Settings, cores: int | None = None) -> Settings:
-    """The same settings with every automatic value decided for this machine."""
+    """The same settings with the automatic values decided for this machine, but the inference
+    streams and their threads: those belong to each embedder's runtime (the API's torch query
+    model, or the torch export of an ONNX worker's model, beside ONNX streams), and every
+    embedder plans them for itself."""
     sizing = plan_sizing(settings, cores)
     return settings.model_copy(
         update={
@@ -125,8 +128,6 @@ def resolve(settings: Settings, cores: int | None = None) -> Settings:
             "worker_processes": sizing.processes,
             "worker_threads": sizing.threads,
             "embed_batch_size": sizing.batch_size,
-            "torch_threads": sizing.inference_threads,
-            "inference_streams": sizing.inference_streams,
             "db_pool_size": sizing.pool_size,
             "jpeg_decoder": sizing.jpeg_decoder,
         }

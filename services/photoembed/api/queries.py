@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 
 def query_settings(settings: Settings) -> Settings:
-    """Queries run in torch (the text tower needs it), whatever runtime the workers use: sized
-    for torch on this machine."""
+    """Queries run in torch (the text tower needs it), whatever runtime the workers use."""
     return resolve(settings.model_copy(update={"embed_runtime": "torch"}))
 
 

@@ -14,6 +14,7 @@ from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 from photoembed.metrics import WORKER_READY
+from photoembed.sizing import plan_sizing
 from photoembed.worker.sweeper import SweeperThread
 
 log = get_logger(__name__)
@@ -44,6 +45,7 @@ class ModelSelfCheck(dramatiq.Middleware):
             )
         log.info("selfcheck.passed", model=result.identity)
         WORKER_READY.set(1)
+        sizing = plan_sizing(self.settings)
         log.info(
             "worker.policy",
             device=self.settings.clip_device,
@@ -51,8 +53,8 @@ class ModelSelfCheck(dramatiq.Middleware):
             precision=self.settings.clip_precision,
             threads=self.settings.worker_threads,
             batch_size=self.settings.embed_batch_size,
-            inference_streams=self.settings.inference_streams,
-            inference_threads=self.settings.torch_threads,
+            inference_streams=sizing.inference_streams,
+            inference_threads=sizing.inference_threads,
             jpeg_decoder=self.settings.jpeg_decoder,
             db_pool_size=self.settings.db_pool_size,
             max_attempts=self.settings.max_attempts,

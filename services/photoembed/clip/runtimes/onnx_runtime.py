@@ -137,8 +137,7 @@ def prepare_onnx(settings: Settings) -> Path:
     """Run `photoembed model onnx` in a child process (torch stays out of this one) and return the
     ONNX file it prepared. Its log goes to our stderr; its last stdout line names the file."""
     command = [sys.executable, "-m", "photoembed.cli", "model", "onnx"]
-    # The export runs the model in torch, once: sized for torch, not for this worker's streams.
-    env = {**os.environ, **settings.environment(), "TORCH_THREADS": "0", "INFERENCE_STREAMS": "0"}
+    env = {**os.environ, **settings.environment()}
     try:
         done = subprocess.run(
             command,
