@@ -423,6 +423,21 @@ def photo_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def start_api(stack: Stack, settings: Settings, name: str, running: ExitStack) -> ServiceProcess:
+    """The API, up and settled: each of its processes has worked out the model's identity (a
+    child process importing torch, once at start), which would otherwise share the cores with
+    what is measured and count as the API's CPU."""
+    api = stack.start("api", settings, name)
+    running.callback(api.stop)
+    api.wait_for_log("Uvicorn running on", timeout=300)
+    deadline = time.monotonic() + 300
+    while api.log.count("api.active_model") < api_processes(settings):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the API did not settle; its log: {api.log_path}")
+        time.sleep(0.2)
+    return api
+
+
 def upload(client: httpx.Client, path: Path) -> str:
     response = client.post("/photos", files={"file": (path.name, photo_bytes(path))})
     response.raise_for_status()
@@ -442,9 +457,7 @@ def measure_service(
 ) -> dict[str, Any]:
     """Uploads (4 clients) while the worker runs: the service end to end, as a user sees it."""
     with ExitStack() as running:
-        api = stack.start("api", settings, "api")
-        running.callback(api.stop)
-        api.wait_for_log("Uvicorn running on", timeout=300)
+        api = start_api(stack, settings, "api", running)
         client = client_for(settings)
         first = upload(client, photos[0])
         boot_started = time.perf_counter()
@@ -512,9 +525,7 @@ def _cpu_split(stack: Stack, api_pid: int, worker_pid: int) -> dict[str, float]:
 def measure_ingest(stack: Stack, settings: Settings, photos: list[Path], clients: int) -> float:
     """Uploads per second through the API alone (no worker running)."""
     with ExitStack() as running:
-        api = stack.start("api", settings, "api-ingest")
-        running.callback(api.stop)
-        api.wait_for_log("Uvicorn running on", timeout=300)
+        start_api(stack, settings, "api-ingest", running)
         client = client_for(settings)
         upload(client, photos[0])  # warm
         _, rate = upload_all(client, photos, clients)
@@ -526,9 +537,7 @@ def measure_drain(
 ) -> dict[str, Any]:
     """A backlog uploaded first, then the worker started: photos/s from first READY to last."""
     with ExitStack() as running:
-        api = stack.start("api", settings, "api-drain")
-        running.callback(api.stop)
-        api.wait_for_log("Uvicorn running on", timeout=300)
+        start_api(stack, settings, "api-drain", running)
         ids, ingest = upload_all(client_for(settings), photos, clients)
         worker = stack.start("worker", settings, "worker-drain")
         running.callback(worker.stop)

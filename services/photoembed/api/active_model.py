@@ -61,9 +61,12 @@ class ActiveModel:
 
     def _work_out(self) -> None:
         try:
-            self._future.set_result(identity_in_child(self._settings))
+            identity = identity_in_child(self._settings)
         except BaseException as exc:
             self._future.set_exception(exc)
+            return
+        log.info("api.active_model", model=identity)
+        self._future.set_result(identity)
 
     def get(self) -> str | None:
         """Blocks (in a worker thread) until the child has answered."""
