@@ -431,7 +431,7 @@ def start_api(stack: Stack, settings: Settings, name: str, running: ExitStack) -
     running.callback(api.stop)
     api.wait_for_log("Uvicorn running on", timeout=300)
     deadline = time.monotonic() + 300
-    while api.log.count("api.active_model") < api_processes(settings):
+    while api.log.count('"event": "api.active_model"') < api_processes(settings):
         if time.monotonic() > deadline:
             raise SystemExit(f"the API did not settle; its log: {api.log_path}")
         time.sleep(0.2)

@@ -35,6 +35,7 @@ def test_the_api_imports_torch_only_for_a_text_search(settings, start_service, h
     # uploads, reads, lists and health never need the model in the API process
     photo = client.post("/photos", files={"file": ("a.jpg", encode(make_photo(801)))}).json()
     assert client.get(f"/photos/{photo['id']}").status_code == 200
+    service.wait_for_log('"event": "api.active_model"', timeout=30)  # the bench waits for it
     assert client.get("/readyz").status_code == 200
     assert not _torch_loaded(service.process.pid)
     # a text search does
