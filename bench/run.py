@@ -636,6 +636,12 @@ def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "service": service,
         "service_vs_best_ceiling": service["photos_per_s"] / best_ceiling,
         "service_vs_naive": service["photos_per_s"] / naive,
+        # What the CPU the service spent per photo (worker, API, databases, bench clients) would
+        # allow with every core busy: the gap above it is work per photo, below it idle cores.
+        "service_bound_vs_best_ceiling": cores
+        * 1000
+        / sum(service["cpu_ms_per_photo"].values())
+        / best_ceiling,
         "naive_photos_per_s": naive,
         "drain_photos_per_s": drain,
         "ceilings": {
@@ -781,6 +787,10 @@ def main() -> int:
         print(
             f"CPU per photo (ms): {service['cpu_ms_per_photo']}, cores busy {service['cores_busy']}"
             f"; worker threads: {service['worker_cpu_ms_per_photo']}"
+        )
+        print(
+            f"with every core busy, that CPU per photo allows at most "
+            f"{results['service_bound_vs_best_ceiling']:.2f}x the ceiling"
         )
         drain = results["drain_photos_per_s"]
         print(
