@@ -114,21 +114,24 @@ def plan_sizing(settings: Settings, cores: int | None = None) -> Sizing:
     )
 
 
-def resolve(settings: Settings, cores: int | None = None) -> Settings:
-    """The same settings with the automatic values decided for this machine, but the inference
+def decided_settings(settings: Settings, cores: int | None = None) -> dict[str, str | int]:
+    """The automatic values decided for this machine, by setting name; all but the inference
     streams and their threads: those belong to each embedder's runtime (the API's torch query
     model, or the torch export of an ONNX worker's model, beside ONNX streams), and every
     embedder plans them for itself."""
     sizing = plan_sizing(settings, cores)
-    return settings.model_copy(
-        update={
-            "clip_device": sizing.device,
-            "embed_runtime": sizing.runtime,
-            "clip_precision": sizing.precision,
-            "worker_processes": sizing.processes,
-            "worker_threads": sizing.threads,
-            "embed_batch_size": sizing.batch_size,
-            "db_pool_size": sizing.pool_size,
-            "jpeg_decoder": sizing.jpeg_decoder,
-        }
-    )
+    return {
+        "clip_device": sizing.device,
+        "embed_runtime": sizing.runtime,
+        "clip_precision": sizing.precision,
+        "worker_processes": sizing.processes,
+        "worker_threads": sizing.threads,
+        "embed_batch_size": sizing.batch_size,
+        "db_pool_size": sizing.pool_size,
+        "jpeg_decoder": sizing.jpeg_decoder,
+    }
+
+
+def resolve(settings: Settings, cores: int | None = None) -> Settings:
+    """The same settings with the values decided for this machine (`decided_settings`)."""
+    return settings.model_copy(update=decided_settings(settings, cores))

@@ -100,17 +100,19 @@ def check_connection_budget(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from photoembed.sizing import resolve
+    from photoembed.sizing import decided_settings
 
     if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
         os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
-    settings = resolve(settings)
+    decided = decided_settings(settings)
+    settings = settings.model_copy(update=decided)
     check_connection_budget(settings)
     # Every worker process writes its metrics here; Dramatiq's exposition server reads them all.
     metrics_dir = _fresh_metrics_dir(settings.worker_metrics_dir)
+    environment = settings.environment()
     os.environ.update(
         # The children get the sizes decided here, not their own guesses.
-        {name: value for name, value in settings.environment().items() if name in _RESOLVED},
+        {name.upper(): environment[name.upper()] for name in decided},
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         dramatiq_prom_db=str(metrics_dir),
         dramatiq_prom_host=settings.metrics_host,
@@ -118,12 +120,6 @@ def run_worker(settings: Settings) -> None:
     )
     command = worker_command(settings)
     os.execv(command[0], command)
-
-
-_RESOLVED = {
-    "CLIP_DEVICE", "EMBED_RUNTIME", "CLIP_PRECISION", "WORKER_PROCESSES", "WORKER_THREADS",
-    "EMBED_BATCH_SIZE", "DB_POOL_SIZE", "JPEG_DECODER",
-}  # fmt: skip
 
 
 def _get_local(url: str) -> str:
