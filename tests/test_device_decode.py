@@ -1,9 +1,9 @@
 """The batched decode path (what a GPU runs: torchvision's decoder, orientation, resize, crop,
 normalise and the quality statistics as tensors) against the Pillow path, on this CPU.
 
-Tolerances, measured here on random weights: the reduced-size Pillow decode the CPU worker uses
-already moves a 12 MP photo's embedding ~1.4e-3 (max abs) from a full decode; the batched path
-must stay within DECODE_TOLERANCE of the full decode too.
+The batched path is held to the product's bound against the exact Pillow path (full decode,
+OpenCLIP's resize): measured here on random weights, 3e-6 to 6e-6 (max abs) since its resize rounds
+between its two passes as Pillow's does (1.5e-4 without that rounding).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header
 from photoembed.quality import luminance_stats, quality_score, score_from_stats
 from tests.helpers import encode, make_photo
 
-DECODE_TOLERANCE = 5e-3  # max abs, unit vectors; the draft decode's own difference is ~1.4e-3
-LIMITS = DecodeLimits(max_pixels=10**8, min_side=16, draft_side=224)
+DECODE_TOLERANCE = 2e-4  # max abs, unit vectors: the product's bound
+LIMITS = DecodeLimits(max_pixels=10**8, min_side=16)
 ASYMMETRIC = make_photo(21, (320, 200))
 
 
@@ -78,27 +78,23 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_batched_path_stays_as_close_to_a_full_decode_as_the_pillow_path(embedder, name):
+def test_the_batched_path_stays_within_the_bound_of_the_exact_pillow_path(embedder, name):
     data = CASES[name]
-    with Image.open(__import__("io").BytesIO(data)) as image:
-        full = embedder.embed_images([ImageOps.exif_transpose(image).convert("RGB")])[0]
-    pillow, pillow_info = load_rgb(data, LIMITS)
-    via_pillow = embedder.embed_images([pillow])[0]
+    exact, exact_info = load_rgb(data, LIMITS)
+    via_pillow = embedder.embed_images([exact])[0]
 
     embedded = embedder.embed_photo(data, LIMITS)
 
     header = read_jpeg_header(data)
     assert header is not None
     assert device_decode.device_decodable(header) is (name != "cmyk")  # CMYK goes to Pillow
-    batched_gap = float(np.abs(embedded.vector - full).max())
-    pillow_gap = float(np.abs(via_pillow - full).max())
-    print(f"{name}: batched vs full {batched_gap:.2e}, Pillow draft vs full {pillow_gap:.2e}")
-    assert batched_gap < DECODE_TOLERANCE
-    assert float(embedded.vector @ full) > 0.9999
-    assert embedded.info == pillow_info
+    assert embedded.decode_mode == ("exact" if name == "cmyk" else "device-jpeg")
+    gap = float(np.abs(embedded.vector - via_pillow).max())
+    print(f"{name}: batched vs exact {gap:.2e}")
+    assert gap <= DECODE_TOLERANCE
+    assert embedded.info == exact_info
     assert (
-        abs(embedded.quality - quality_score(pillow, (pillow_info.width, pillow_info.height)))
-        < 0.03
+        abs(embedded.quality - quality_score(exact, (exact_info.width, exact_info.height))) < 0.03
     )
 
 
@@ -125,6 +121,8 @@ def test_model_pixels_match_openclips_transform_on_the_same_decoded_image(embedd
     expected = embedder.preprocess(image)
     tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).contiguous()
     actual = device_decode.model_pixels(tensor, prep).numpy()
-    # Pillow's bicubic and torch's antialiased bicubic round differently: a few levels at most
+    # the same two passes, each rounded to 8-bit levels: a level apart in a few pixels at most
+    std = np.asarray(prep.std, dtype=np.float32).reshape(3, 1, 1)
+    levels = np.abs(actual - expected) * std * 255
     assert actual.shape == expected.shape
-    assert np.abs(actual - expected).mean() < 0.02
+    assert levels.max() < 1.01 and (levels > 0.5).mean() < 0.01

@@ -72,7 +72,7 @@ class StubEmbedder:
         vector = np.full(512, 1 / math.sqrt(512), dtype=np.float32)
         if info.width == GIVES_NAN:
             vector[0] = np.nan
-        return EmbeddedPhoto(vector=vector, quality=0.5, info=info)
+        return EmbeddedPhoto(vector=vector, quality=0.5, info=info, decode_mode=limits.decode_mode)
 
 
 @pytest.fixture

@@ -4,17 +4,14 @@ the CPU, and a batch too large for the memory it is given split until it runs.""
 
 from __future__ import annotations
 
-from io import BytesIO
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from photoembed.clip import device_decode
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
-from photoembed.images import DecodeLimits, read_jpeg_header
+from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header
 from tests.helpers import encode, make_photo
 
 pytestmark = [
@@ -22,7 +19,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
 ]
 
-LIMITS = DecodeLimits(max_pixels=10**8, min_side=16, draft_side=224)
+LIMITS = DecodeLimits(max_pixels=10**8, min_side=16)
 
 
 @pytest.fixture
@@ -54,15 +51,19 @@ def test_fp16_on_cuda_passes_the_self_check_against_a_cpu_fp32_reference(
     assert result.ok, result.findings
 
 
-def test_photos_through_the_gpu_stay_as_close_to_a_full_decode_as_the_cpu_path(cuda_settings):
-    embedder = ClipEmbedder(cuda_settings, image_only=True)
+def test_photos_through_nvjpeg_stay_within_the_bound_of_the_exact_cpu_path(cuda_settings):
+    # fp32 on both sides, so that only the decode and resize differ
+    embedder = ClipEmbedder(cuda_settings.model_copy(update={"clip_precision": "fp32"}))
     embedder.load()
     for seed in range(4):
         data = encode(make_photo(40 + seed, (4000, 3000)), quality=90)
-        with Image.open(BytesIO(data)) as image:
-            full = embedder.embed_images([image.convert("RGB")], exact=True)[0]
+        exact, _ = load_rgb(data, LIMITS)
+        reference = embedder.embed_images([exact], exact=True)[0]
         embedded = embedder.embed_photo(data, LIMITS)
-        assert float(np.abs(embedded.vector - full).max()) < 5e-3
+        assert embedded.decode_mode == "device-jpeg"
+        moved = float(np.abs(embedded.vector - reference).max())
+        print(f"nvJPEG + GPU resize vs exact CPU decode: {moved:.2e}")
+        assert moved <= 2e-4
 
 
 def test_a_real_cuda_out_of_memory_is_recognised_as_a_device_error(cuda_settings):

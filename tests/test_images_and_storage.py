@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from photoembed.images import DecodeLimits, ImageError, inspect_image, load_rgb, read_jpeg_header
 from photoembed.storage import LocalStorage, PhotoBytesMissing, TooLargeError
@@ -57,20 +57,38 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
     assert red > 200 and blue < 50
 
 
-@pytest.mark.parametrize("side", [448, 224])
-def test_draft_decode_keeps_at_least_the_asked_side(side):
-    data = encode(make_photo(4, size=(4000, 3000)))
-    rgb, info = load_rgb(data, DecodeLimits(50_000_000, 16, draft_side=side))
+def test_by_default_a_photo_decodes_whole_to_exactly_pillows_pixels():
+    # given a 12-megapixel JPEG, held sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(make_photo(4, size=(4000, 3000)), exif=exif, quality=90)
+    # when it is decoded with the worker's default limits
+    rgb, info = load_rgb(data, DecodeLimits(50_000_000, 16))
+    # then every pixel is Pillow's full decode, upright
+    with Image.open(io.BytesIO(data)) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     assert (info.width, info.height) == (4000, 3000)
-    assert side <= min(rgb.size) < 2 * side
+    assert np.array_equal(np.asarray(rgb), expected)
 
 
-def test_other_formats_are_reduced_by_whole_factors_to_at_least_the_asked_side():
-    data = encode(make_photo(4, size=(1024, 768)), "PNG")
-    rgb, _ = load_rgb(data, DecodeLimits(50_000_000, 16, draft_side=224))
-    assert rgb.size == (342, 256)  # Pillow rounds the partial last box up
-    full, _ = load_rgb(data, LIMITS)
-    assert full.size == (1024, 768)
+@pytest.mark.parametrize("side", [896, 448])
+def test_a_draft_side_reduces_only_jpegs_and_keeps_at_least_that_side(side):
+    jpeg, _ = load_rgb(encode(make_photo(4, size=(4000, 3000))), DecodeLimits(50_000_000, 16, side))
+    assert side <= min(jpeg.size) < 2 * side
+    for fmt in ("PNG", "WEBP", "TIFF"):
+        data = encode(make_photo(4, size=(2000, 1800)), fmt)
+        other, _ = load_rgb(data, DecodeLimits(50_000_000, 16, side))
+        assert other.size == (2000, 1800), fmt  # a box reduction moved vectors up to 7e-3
+
+
+def test_sixteen_bit_levels_are_scaled_to_eight_bits_not_clipped():
+    # given a 16-bit greyscale PNG that does not span the whole range
+    levels = (
+        np.array([[2570, 5140, 25700, 51400, 51528]], dtype=np.uint16).repeat(16, 0).repeat(4, 1)
+    )
+    rgb, _ = load_rgb(encode(Image.fromarray(levels), "PNG"), LIMITS)
+    # then each level keeps its brightness (Pillow alone clips them all to 255)
+    assert np.asarray(rgb)[0, ::4, 0].tolist() == [10, 20, 100, 200, 200]
 
 
 def test_pixel_limit_is_checked_from_the_header():

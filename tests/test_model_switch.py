@@ -61,7 +61,7 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     model_b = active_identity(settings_b)
 
     dry = start_service("backfill", settings_b, "--dry-run")
-    assert dry.wait() == 0 and f"24 photo(s) have no vector of {model_b}" in dry.log
+    assert dry.wait() == 0 and f"24 photo(s) have no vector of {model_b} made by" in dry.log
 
     # and the backfill is killed half-way, then run again
     first = start_service("backfill", settings_b, "--batch-size", "2")
@@ -116,3 +116,61 @@ def test_switch_model_backfill_resume_and_search_under_the_new_model(
     print(
         f"backfill: killed at {partial}/24, resumed to 24/24; model B = {model_b}; enqueued C 24/24"
     )
+
+
+def _stored(settings) -> dict[str, tuple[list[float], int, str | None]]:
+    with psycopg.connect(settings.database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        rows = conn.execute(
+            "SELECT photo_id::text, vector::text, decode_version, decode_mode FROM embeddings"
+        ).fetchall()
+    return {
+        photo_id: ([float(v) for v in vector.strip("[]").split(",")], version, mode)
+        for photo_id, vector, version, mode in rows
+    }
+
+
+def test_backfill_refreshes_vectors_made_by_an_older_decode(own_database, start_service):
+    settings = own_database
+    # given photos embedded by today's worker, each vector recording its decode
+    api = start_service("api", settings)
+    api.wait_for_log("Uvicorn running on", timeout=60)
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed")
+    client = _client(settings)
+    ids = [
+        client.post(
+            "/photos", files={"file": (f"{s}.png", encode(make_photo(s, (900, 600)), "PNG"))}
+        ).json()["id"]
+        for s in range(700, 706)
+    ]
+    for photo_id in ids:
+        assert wait_for_status(client, photo_id, {"READY", "FAILED"})["status"] == "READY"
+    worker.stop()
+    served = _stored(settings)
+    assert {(version, mode) for _, version, mode in served.values()} == {(2, "exact")}
+
+    # and three of them as migration 0007 leaves vectors stored before it: version 1, moved ~1e-3
+    old = ids[:3]
+    with psycopg.connect(settings.database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        for photo_id in old:
+            moved = [v + 1e-3 for v in served[photo_id][0]]
+            conn.execute(
+                "UPDATE embeddings SET decode_version = 1, decode_mode = NULL, "
+                "vector = %s::vector WHERE photo_id = %s",
+                (str(moved), photo_id),
+            )
+
+    # when the backfill is asked what it would do, then run
+    dry = start_service("backfill", settings, "--dry-run")
+    assert dry.wait() == 0 and "3 photo(s) have no vector of" in dry.log, dry.log
+    assert start_service("backfill", settings).wait(timeout=300) == 0
+
+    # then exactly those three were embedded again, with today's decode, back to the served vector
+    refreshed = _stored(settings)
+    assert len(refreshed) == len(ids)  # refreshed in place: still one vector per photo and model
+    for photo_id in ids:
+        vector, version, mode = refreshed[photo_id]
+        assert (version, mode) == (2, "exact")
+        assert max(abs(a - b) for a, b in zip(vector, served[photo_id][0], strict=True)) < 1e-6
+    again = start_service("backfill", settings, "--dry-run")
+    assert again.wait() == 0 and "0 photo(s) have no vector of" in again.log

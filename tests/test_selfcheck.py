@@ -120,6 +120,32 @@ def test_reference_catches_a_gelu_model_even_where_no_warning_would(
     assert "reference_mismatch" in check.log and "load_warning" not in check.log
 
 
+def test_a_decode_setting_that_breaks_the_bound_refuses_the_boot_and_names_the_setting(
+    settings, api, start_service, redis_client: redis.Redis
+):
+    # given a photo whose message waits in Redis
+    response = api.post("/photos", files={"file": ("p.jpg", encode(make_photo(22)), "image/jpeg")})
+    photo_id = response.json()["id"]
+    waiting = f"dramatiq:{settings.queue_name}.msgs"
+
+    # when a worker starts with the reduced JPEG decode of earlier versions
+    reduced = start_service("worker", settings, DECODE_DRAFT_SIDE="224")
+
+    # then its decode probe refuses the boot, naming the setting and the fix, and nothing is taken
+    assert reduced.wait(timeout=180) != 0
+    assert '"code": "decode"' in reduced.log
+    assert "DECODE_DRAFT_SIDE=224" in reduced.log and "set DECODE_DRAFT_SIDE=0" in reduced.log
+    assert redis_client.hlen(waiting) == 1
+    assert _photo_row(settings, photo_id) == ("PENDING", 0)
+
+    # and with the default (every photo decoded whole) the probe passes exactly
+    exact = start_service("worker", settings)
+    exact.wait_for_log("selfcheck.passed")
+    probes = [line for line in exact.log.splitlines() if '"event": "selfcheck.decode"' in line]
+    assert len(probes) == 2 and all('"max_abs": 0.0' in line for line in probes), probes
+    assert wait_for_status(api, photo_id, {"READY", "FAILED"})["status"] == "READY"
+
+
 class _LoggingEmbedder:
     """Stands in for ClipEmbedder in this unit test only: its load logs as OpenCLIP does."""
 

@@ -21,7 +21,7 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError
 from photoembed.logging import get_logger
-from photoembed.photos import decode_stored, storage_for
+from photoembed.photos import decode_limits, decode_stored, storage_for
 from photoembed.storage import PhotoBytesMissing
 from photoembed.vectors import insert_embedding
 
@@ -92,6 +92,7 @@ def run_backfill(
         return result
 
     storage = storage_for(settings)
+    decode_mode = decode_limits(settings).decode_mode
     progress = Progress(result.missing, stream)
     skip: list[uuid.UUID] = []
     while True:
@@ -116,7 +117,7 @@ def run_backfill(
             loaded = embedder.load()
             with session_scope(settings.database_url) as session:
                 for photo_id, vector in zip(ids, vectors, strict=True):
-                    insert_embedding(session, photo_id, vector.tolist(), loaded)
+                    insert_embedding(session, photo_id, vector.tolist(), loaded, decode_mode)
             result.embedded += len(ids)
         progress.update(result.embedded, len(result.failed))
     progress.update(result.embedded, len(result.failed), final=True)

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     sweep_pending_grace_seconds: int = 60
     redis_heartbeat_timeout_ms: int = 60_000
     redis_maintenance_chance: int = 10_000
-    decode_draft_side: int = 224
+    decode_draft_side: int = 0
     jpeg_decoder: Literal["auto", "pillow", "torchvision"] = "auto"
     embed_batch_size: int = 0
     embed_batch_wait_ms: int = 20

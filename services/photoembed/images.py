@@ -2,9 +2,13 @@
 
 The API validates without decoding what it can check from the bytes alone: the header (format,
 size, limits) and, for JPEG, PNG, HEIC and AVIF, that the file is complete (a JPEG's end-of-image
-marker after its scan, a PNG's chunks up to IEND with their checksums, HEIF boxes end to end). The worker decodes at a reduced scale
-(JPEG DCT scaling, an integer box reduction for other formats), so that a 12-megapixel photo costs
-little more than the model's own 224 pixels.
+marker after its scan, a PNG's chunks up to IEND with their checksums, HEIF boxes end to end).
+
+The worker decodes every pixel of every format but one: a JPEG much larger than the model's input
+may decode at a reduced DCT scale (`DecodeLimits.draft_side`), kept large enough that the vector
+stays within the product's bound of the exact decode (README, "Decoding"). Nothing else is reduced
+before OpenCLIP's own resize: a box reduction of other formats moved vectors several times the
+QuickGELU bug's distance and saved no time.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
@@ -40,12 +45,27 @@ class ImageLimitError(ImageError):
     """A decodable image outside the size limits (pixels, shortest side, aspect ratio)."""
 
 
+# Bump when a change to decoding or preprocessing can move a stored vector: every vector records
+# the version that made it, and `photoembed backfill` refreshes those of older versions.
+# 1: JPEG draft to a shorter side of 224 and a box reduce of other formats (up to 7e-3 off).
+# 2: every format decoded whole but large JPEGs, drafted no further than DECODE_DRAFT_SIDE.
+DECODE_VERSION = 2
+# The decode mode of a JPEG decoded where the model runs (clip.device_decode): whole, then resized
+# as Pillow resizes.
+DEVICE_DECODE_MODE = "device-jpeg"
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int
     min_side: int
-    # > 0: decode at a reduced scale whose shorter side stays at least this large.
+    # > 0: a JPEG decodes at a reduced DCT scale whose shorter side stays at least this large.
     draft_side: int = 0
+
+    @property
+    def decode_mode(self) -> str:
+        """What a vector records about the decode that made it (beside DECODE_VERSION)."""
+        return f"jpeg-draft-{self.draft_side}" if self.draft_side else "exact"
 
 
 @dataclass(frozen=True)
@@ -157,14 +177,6 @@ def _png_is_complete(data: bytes) -> bool:
     return False
 
 
-def jpeg_draft_scale(width: int, height: int, side: int) -> int:
-    """The DCT scale (1, 2, 4 or 8) Pillow's JPEG draft mode picks to keep both sides >= side."""
-    if side <= 0:
-        return 1
-    scale = min(width // side, height // side)
-    return next((s for s in (8, 4, 2) if scale >= s), 1)
-
-
 def _isobmff_is_complete(data: bytes) -> bool:
     """HEIF and AVIF files are ISO media boxes end to end: a cut file leaves the last box short."""
     position = 0
@@ -250,8 +262,13 @@ def inspect_image(data: bytes, limits: DecodeLimits) -> ImageInfo:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greyscale: scale to 8 bits by the image's own range.
+    """Any decoded mode to 8-bit RGB as a viewer shows it: 16-bit levels scaled by 255/65535 (not
+    clipped, as Pillow's own conversion does), transparency over white."""
+    if image.mode.startswith("I;16"):
+        levels = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif image.mode in ("I", "F"):
+        # 32-bit integer or float greyscale has no white point: scale by the image's own range.
         lo, hi = cast(tuple[float, float], image.getextrema())
         scale = 255.0 / (hi - lo) if hi > lo else 1.0
         image = image.point(lambda v: (v - lo) * scale).convert("L")
@@ -277,24 +294,19 @@ _ORIENTATION = {
 def load_rgb(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, ImageInfo]:
     """Decode stored bytes to RGB with EXIF orientation applied (first frame of an animation).
 
-    With `limits.draft_side`, a JPEG decodes at a reduced DCT scale and any other image is
-    reduced by an integer box filter afterwards, the shorter side staying at least that large:
-    the cheap path for photos much bigger than the model's input.
+    With `limits.draft_side`, a JPEG decodes at the largest DCT scale (1/2, 1/4, 1/8) that keeps
+    its shorter side at least that large; every other image, and a JPEG too small to scale,
+    decodes whole.
     """
     image = _open(data)  # from memory: nothing to close but the image itself
     info = _check_header(image, limits)
-    side = limits.draft_side
     try:
-        if side and image.format in ("JPEG", "MPO"):
-            # draft() keeps both sides at least this large, so the exact resize still follows.
-            image.draft("RGB", (side, side))
+        if limits.draft_side and image.format in ("JPEG", "MPO"):
+            image.draft(image.mode, (limits.draft_side, limits.draft_side))
         image.seek(0)
         image.load()
         orientation = image.getexif().get(0x0112, 1)
         rgb = _to_rgb(image)
-        factor = min(rgb.size) // side if side else 1
-        if factor >= 2:
-            rgb = rgb.reduce(factor)
         if orientation in _ORIENTATION:
             rgb = rgb.transpose(_ORIENTATION[orientation])
     except (OSError, SyntaxError, ValueError) as exc:

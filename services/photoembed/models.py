@@ -110,6 +110,9 @@ class Embedding(Base):
     quick_gelu: Mapped[bool] = mapped_column(Boolean)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[list[float]] = mapped_column(Vector())
+    # images.DECODE_VERSION and DecodeLimits.decode_mode of the decode that made the vector
+    decode_version: Mapped[int] = mapped_column(Integer)
+    decode_mode: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     photo: Mapped[Photo] = relationship(back_populates="embeddings")

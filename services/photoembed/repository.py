@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
+from photoembed.images import DECODE_VERSION
 from photoembed.models import Embedding, Person, Photo, PhotoStatus
 
 ERROR_LENGTH = 2000
@@ -239,15 +240,19 @@ def oldest_pending_age_seconds(session: Session) -> float:
     return float(age or 0.0)
 
 
-def storage_key_missing_vector(session: Session, photo_id: uuid.UUID, model: str) -> str | None:
-    """The photo's storage key if it exists and has no vector of `model` yet."""
-    has_vector = (
-        select(Embedding.id)
-        .where(Embedding.photo_id == Photo.id, Embedding.model == model)
-        .exists()
+def _current_vector(model: str) -> ColumnElement[bool]:
+    """The photo has a vector of `model` made by today's decode (older ones are refreshed)."""
+    return exists().where(
+        Embedding.photo_id == Photo.id,
+        Embedding.model == model,
+        Embedding.decode_version >= DECODE_VERSION,
     )
+
+
+def storage_key_missing_vector(session: Session, photo_id: uuid.UUID, model: str) -> str | None:
+    """The photo's storage key if it exists and has no current vector of `model` yet."""
     key: str | None = session.scalars(
-        select(Photo.storage_key).where(Photo.id == photo_id, ~has_vector)
+        select(Photo.storage_key).where(Photo.id == photo_id, ~_current_vector(model))
     ).one_or_none()
     return key
 
@@ -284,10 +289,11 @@ def persons_page(
 
 
 def _missing_vector(model: str, all_statuses: bool, skip: list[uuid.UUID]) -> ColumnElement[bool]:
-    """READY photos (or all, with `all_statuses`) that have no vector of `model`, but `skip`."""
+    """READY photos (or all, with `all_statuses`) that have no current vector of `model`, but
+    `skip`."""
     return and_(
         true() if all_statuses else Photo.status == PhotoStatus.READY,
-        ~exists().where(Embedding.photo_id == Photo.id, Embedding.model == model),
+        ~_current_vector(model),
         Photo.id.not_in(skip) if skip else true(),
     )
 

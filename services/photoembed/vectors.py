@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from photoembed.clip.contract import LoadedInfo
+from photoembed.images import DECODE_VERSION
 
 
 def vector_literal(vector: Sequence[float]) -> str:
@@ -18,18 +19,25 @@ def vector_literal(vector: Sequence[float]) -> str:
 
 
 def insert_embedding(
-    session: Session, photo_id: uuid.UUID, vector: Sequence[float], loaded: LoadedInfo
+    session: Session,
+    photo_id: uuid.UUID,
+    vector: Sequence[float],
+    loaded: LoadedInfo,
+    decode_mode: str,
 ) -> None:
+    """Store (or refresh) the photo's vector of this model, with the decode that made it."""
     plan = loaded.plan
     session.execute(
         text(
             """
             INSERT INTO embeddings (photo_id, model, backend, model_name, pretrained,
-                                    weights_sha256, quick_gelu, dim, vector, created_at)
+                                    weights_sha256, quick_gelu, dim, vector, decode_version,
+                                    decode_mode, created_at)
             VALUES (:photo_id, :model, :backend, :model_name, :pretrained, :sha, :quick_gelu,
-                    :dim, CAST(:vector AS vector), now())
+                    :dim, CAST(:vector AS vector), :decode_version, :decode_mode, now())
             ON CONFLICT (photo_id, model)
-            DO UPDATE SET vector = EXCLUDED.vector, created_at = EXCLUDED.created_at
+            DO UPDATE SET vector = EXCLUDED.vector, decode_version = EXCLUDED.decode_version,
+                          decode_mode = EXCLUDED.decode_mode, created_at = EXCLUDED.created_at
             """
         ),
         {
@@ -42,5 +50,7 @@ def insert_embedding(
             "quick_gelu": plan.quick_gelu,
             "dim": len(vector),
             "vector": vector_literal(vector),
+            "decode_version": DECODE_VERSION,
+            "decode_mode": decode_mode,
         },
     )

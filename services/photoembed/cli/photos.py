@@ -50,6 +50,7 @@ def run_retry(settings: Settings, args: argparse.Namespace) -> int:
 def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
     from photoembed.backfill import enqueue_backfill, run_backfill
     from photoembed.clip.factory import image_embedder
+    from photoembed.images import DECODE_VERSION
     from photoembed.sizing import resolve
 
     settings = resolve(settings)
@@ -65,7 +66,10 @@ def run_backfill_command(settings: Settings, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if args.dry_run:
-        print(f"{result.missing} photo(s) have no vector of {result.model}")
+        print(
+            f"{result.missing} photo(s) have no vector of {result.model} made by the current "
+            f"decode (version {DECODE_VERSION}; older ones are refreshed)"
+        )
     return 1 if result.failed else 0
 
 
@@ -82,7 +86,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     commands.add_parser(
         "sweep", help="re-send lost photos once (the worker also does it periodically)"
     ).set_defaults(run=lambda args: run_sweep(configured_settings()))
-    backfill = commands.add_parser("backfill", help="give every photo a vector of the active model")
+    backfill = commands.add_parser(
+        "backfill",
+        help="give every photo a vector of the active model made by the current decode",
+    )
     backfill.add_argument("--dry-run", action="store_true", help="only count what is missing")
     backfill.add_argument("--all", action="store_true", help="every photo, not only READY ones")
     backfill.add_argument("--batch-size", type=int, default=16)

@@ -78,6 +78,7 @@ class EmbeddedPhoto:
     vector: np.ndarray
     quality: float
     info: ImageInfo
+    decode_mode: str  # DecodeLimits.decode_mode, or how a device decoded it
 
 
 class ImageEmbedder(Protocol):

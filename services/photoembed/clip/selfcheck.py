@@ -3,7 +3,9 @@
 It records every Python warning and every WARNING-or-worse log record emitted while loading (OpenCLIP
 reports some problems only through `logging`, e.g. "No pretrained weights loaded ... initialized
 randomly"), embeds a fixed synthetic image, and checks dimension, finiteness, unit norm and, where one
-was recorded for these exact weights, the reference vector.
+was recorded for these exact weights, the reference vector. Then it sends encoded probe photos
+through the production decode path with the configured settings and holds their vectors to the
+product's bound against the exact decode of the same files.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +21,19 @@ import numpy as np
 from photoembed.clip.contract import ImageEmbedder, LoadedInfo
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.probe import (
+    DECODE_TOLERANCE,
     NORM_TOLERANCE,
     PRECISION_TOLERANCE,
     REFERENCE_TOLERANCE,
+    decode_probes,
     max_abs_difference,
     probe_image,
 )
 from photoembed.config import Settings
+from photoembed.images import DEVICE_DECODE_MODE, load_rgb
 from photoembed.logging import get_logger
 from photoembed.models import SUPPORTED_DIMS
+from photoembed.photos import decode_limits
 
 log = get_logger(__name__)
 
@@ -156,6 +162,8 @@ def run_selfcheck(
                 )
             )
 
+    findings.extend(decode_findings(settings, embedder))
+
     path = reference_path(settings, loaded)
     result.reference_path = path
     if record:
@@ -179,3 +187,33 @@ def run_selfcheck(
                 )
             )
     return result
+
+
+def decode_findings(settings: Settings, embedder: ImageEmbedder) -> list[Finding]:
+    """Each probe photo through `embed_photo` (the worker's decode, on the device where it decodes
+    there) against the exact decode of the same bytes, both at the working precision, so that
+    only the decode differs."""
+    limits = decode_limits(settings)
+    findings = []
+    for name, data in decode_probes(limits.draft_side).items():
+        served = embedder.embed_photo(data, limits)
+        exact, _ = load_rgb(data, replace(limits, draft_side=0))
+        reference = embedder.embed_images([exact])[0]
+        moved = max_abs_difference(served.vector, reference)
+        log.info("selfcheck.decode", probe=name, decode_mode=served.decode_mode, max_abs=moved)
+        if moved > DECODE_TOLERANCE:
+            fix = (
+                "set JPEG_DECODER=pillow"
+                if served.decode_mode == DEVICE_DECODE_MODE
+                else "set DECODE_DRAFT_SIDE=0 (every photo decoded whole)"
+            )
+            findings.append(
+                Finding(
+                    "decode",
+                    f"decoding the {name} probe as {served.decode_mode} (DECODE_DRAFT_SIDE="
+                    f"{settings.decode_draft_side}, JPEG_DECODER={settings.jpeg_decoder}) moves "
+                    f"its vector {moved:.2e} (max abs) from the exact decode, more than the "
+                    f"bound of {DECODE_TOLERANCE:.0e}: {fix}.",
+                )
+            )
+    return findings

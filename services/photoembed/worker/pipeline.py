@@ -116,7 +116,9 @@ def process_photo(
     try:
         embedded = embedder.embed_photo(storage.read(claimed.storage_key), decode_limits(settings))
         with session_scope(settings.database_url) as session:
-            insert_embedding(session, photo_id, embedded.vector.tolist(), embedder.load())
+            insert_embedding(
+                session, photo_id, embedded.vector.tolist(), embedder.load(), embedded.decode_mode
+            )
             stored = repository.mark_ready(session, photo_id, embedded.quality)
     except ImageError as exc:
         return fail(settings.database_url, photo_id, str(exc), "bad_input", level="warning")
@@ -179,6 +181,8 @@ def backfill_one(
         return PhotoStatus.FAILED
     vector = embedder.embed_images([image])[0]
     with session_scope(settings.database_url) as session:
-        insert_embedding(session, photo_id, vector.tolist(), loaded)
+        insert_embedding(
+            session, photo_id, vector.tolist(), loaded, decode_limits(settings).decode_mode
+        )
     log.info("photo.backfilled", model=loaded.identity)
     return PhotoStatus.READY

@@ -79,7 +79,9 @@ class BatchedEmbedder(ABC):
         pixels = self.preprocess(image)
         DECODE_SECONDS.observe(time.perf_counter() - started)
         vector, _ = self._batcher.submit(pixels)
-        return EmbeddedPhoto(vector=vector, quality=quality, info=info)
+        return EmbeddedPhoto(
+            vector=vector, quality=quality, info=info, decode_mode=limits.decode_mode
+        )
 
     def _run_batch(self, items: list[BatchItem]) -> Sequence[BatchResult | BaseException]:
         vectors = self.embed_pixels(np.stack(items))  # type: ignore[arg-type]

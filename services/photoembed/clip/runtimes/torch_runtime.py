@@ -22,7 +22,7 @@ from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.preprocessing import Preprocessing, preprocessing_of
 from photoembed.clip.runtimes.base import BatchedEmbedder
 from photoembed.config import Settings
-from photoembed.images import DecodeLimits, check_size, read_jpeg_header
+from photoembed.images import DEVICE_DECODE_MODE, DecodeLimits, check_size, read_jpeg_header
 from photoembed.logging import get_logger
 from photoembed.metrics import DECODE_SECONDS
 from photoembed.quality import score_from_stats
@@ -246,7 +246,9 @@ class ClipEmbedder(BatchedEmbedder):
         except device_decode.DecoderRefused:
             return super().embed_photo(data, limits)  # Pillow takes what the device decoder won't
         assert quality is not None
-        return EmbeddedPhoto(vector=vector, quality=quality, info=info)
+        return EmbeddedPhoto(
+            vector=vector, quality=quality, info=info, decode_mode=DEVICE_DECODE_MODE
+        )
 
     def _run_batch(self, items: list[BatchItem]) -> Sequence[BatchResult | BaseException]:
         """Mixed batches: pixels preprocessed by Pillow, and encoded JPEGs decoded on the device."""
@@ -258,11 +260,7 @@ class ClipEmbedder(BatchedEmbedder):
         if jpegs:
             assert self._device_prep is not None
             started = time.perf_counter()
-            decoded = iter(
-                device_decode.decode_for_model(
-                    jpegs, self._device_prep, device, self._settings.decode_draft_side
-                )
-            )
+            decoded = iter(device_decode.decode_for_model(jpegs, self._device_prep, device))
             per_photo = (time.perf_counter() - started) / len(jpegs)
             for _ in jpegs:
                 DECODE_SECONDS.observe(per_photo)
