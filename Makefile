@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff check services tests bench
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
-	$(BIN)/hadolint Dockerfile.worker
+	$(BIN)/hadolint Dockerfile.worker monitoring/Dockerfile
 
 format: install
 	$(BIN)/ruff check --fix services tests
@@ -51,6 +51,6 @@ compose-up-test: install
 	PYTHON=$(BIN)/python bash tests/compose/up_test.sh
 
 compose-check:
-	@scratch=$$(mktemp -d) && cp docker-compose.yml Dockerfile.worker "$$scratch/" \
+	@scratch=$$(mktemp -d) && cp -r docker-compose.yml Dockerfile.worker monitoring "$$scratch/" \
 		&& cp .env.example "$$scratch/.env" && cd "$$scratch" && docker-compose config -q \
 		&& echo "docker-compose.yml is valid"

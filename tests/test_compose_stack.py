@@ -45,11 +45,15 @@ def _free_port() -> int:
 class ComposeStack:
     def __init__(self, model_cache: Path, port: int) -> None:
         self.port = port
+        self.prometheus_port = _free_port()
+        self.alertmanager_port = _free_port()
         self.api_key = f"compose-{uuid.uuid4().hex}"
         self.env = {
             **os.environ,
             "DOCKER_HOST": os.environ.get("DOCKER_HOST", SOCKET),
             "API_PUBLISHED_PORT": str(port),
+            "PROMETHEUS_PUBLISHED_PORT": str(self.prometheus_port),
+            "ALERTMANAGER_PUBLISHED_PORT": str(self.alertmanager_port),
             "COMPOSE_TEST_API_KEY": self.api_key,
             "COMPOSE_TEST_MODEL_CACHE": str(model_cache),
         }
@@ -215,6 +219,70 @@ def test_worker_restart_mid_backlog_loses_nothing(stack: ComposeStack) -> None:
     # then every photo still ends READY, with one vector each
     stack.wait_all_ready(ids)
     assert all(len(stack.vector(photo_id)) == 512 for photo_id in ids)
+
+
+def _alerts(url: str, path: str) -> list[dict[str, Any]]:
+    try:
+        body = httpx.get(url + path, timeout=10).json()
+    except (httpx.TransportError, ValueError):
+        return []
+    alerts: list[dict[str, Any]] = body["data"]["alerts"] if "data" in body else body
+    return alerts
+
+
+def _firing(alerts: list[dict[str, Any]], name: str) -> bool:
+    return any(
+        alert["labels"]["alertname"] == name
+        and alert.get("state", alert.get("status", {}).get("state")) in ("firing", "active")
+        for alert in alerts
+    )
+
+
+def test_monitoring_pages_when_no_worker_is_ready_and_resolves(
+    stack: ComposeStack, timings: dict[str, Any]
+) -> None:
+    prometheus = f"http://127.0.0.1:{stack.prometheus_port}"
+    alertmanager = f"http://127.0.0.1:{stack.alertmanager_port}"
+    # given the monitoring profile beside the running stack, scraping the API and the worker
+    stack.compose("--profile", "monitoring", "up", "-d", "--no-build", "prometheus")
+
+    def targets_up() -> bool:
+        try:
+            active = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]
+        except (httpx.TransportError, ValueError):
+            return False
+        health = {t["labels"]["job"]: t["health"] for t in active["activeTargets"]}
+        return health == {"photoembed-api": "up", "photoembed-worker": "up"}
+
+    wait_until(targets_up, timeout=300, interval=2)
+    assert not _firing(_alerts(prometheus, "/api/v1/alerts"), "PhotoembedNoReadyWorker")
+    # when the worker stops while a photo waits
+    stack.compose("stop", "worker")
+    photo_id = stack.upload(700)
+    stopped = time.perf_counter()
+    # then the alert fires in Prometheus and reaches Alertmanager
+    wait_until(
+        lambda: _firing(_alerts(prometheus, "/api/v1/alerts"), "PhotoembedNoReadyWorker"),
+        timeout=300,
+        interval=2,
+    )
+    timings["worker_stopped_to_alert_firing_s"] = round(time.perf_counter() - stopped, 1)
+    wait_until(
+        lambda: _firing(_alerts(alertmanager, "/api/v2/alerts"), "PhotoembedNoReadyWorker"),
+        timeout=120,
+        interval=2,
+    )
+    # when the worker starts again, the photo is embedded and the alert resolves
+    stack.compose("start", "worker")
+    started = time.perf_counter()
+    stack.wait_all_ready([photo_id])
+    wait_until(
+        lambda: not _firing(_alerts(prometheus, "/api/v1/alerts"), "PhotoembedNoReadyWorker"),
+        timeout=300,
+        interval=2,
+    )
+    timings["worker_started_to_alert_resolved_s"] = round(time.perf_counter() - started, 1)
+    stack.compose("--profile", "monitoring", "rm", "-s", "-f", "prometheus", "alertmanager")
 
 
 def test_down_and_up_keep_photos_and_vectors(stack: ComposeStack) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -104,6 +106,40 @@ def test_logcheck_reads_raw_warnings_and_ignores_unrelated_records():
         '{"event": "No pretrained weights loaded", "level": "warning", "logger": "root"}',
     ]
     assert [p.line_number for p in find_problems(lines)] == [3, 4]
+
+
+def test_logcheck_follow_prints_each_offending_record_as_it_arrives():
+    # given `docker compose logs -f worker | photoembed logcheck --follow`
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "photoembed.cli", "logcheck", "--follow"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert follow.stdin is not None and follow.stdout is not None
+    try:
+        # when a clean record and then a library warning arrive, with compose's prefix
+        follow.stdin.write('worker-1  | {"event": "photo.embedded", "level": "info"}\n')
+        warning = '{"event": "Truncated File Read", "level": "warning", "logger": "py.warnings"}'
+        follow.stdin.write(f"worker-1  | {warning}\n")
+        follow.stdin.flush()
+        # then the warning is printed while the stream is still open
+        printed = follow.stdout.readline()
+        assert "standard input:2:" in printed and "Truncated File Read" in printed
+        assert follow.poll() is None
+    finally:
+        follow.stdin.close()
+    # and the end of the stream ends it with exit 1
+    assert follow.wait(timeout=30) == 1
+    assert "1 model-loading warning(s)" in follow.stdout.read()
+    clean = subprocess.run(
+        [sys.executable, "-m", "photoembed.cli", "logcheck", "--follow"],
+        input='{"event": "photo.embedded", "level": "info"}\n',
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert clean.returncode == 0, clean.stdout
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, text
@@ -71,15 +71,18 @@ class ConnectionBudget:
         return self.wanted > self.available
 
 
-def check_budget(database_url: str, processes: int, pool_size: int) -> ConnectionBudget:
-    """What `processes` processes with this pool may open, against the server's limit."""
+def connection_usage(database_url: str) -> ConnectionBudget:
+    """The server's limit and the connections open on it now (`wanted` left at 0)."""
     with get_engine(database_url).connect() as connection:
         max_connections = int(connection.execute(text("SHOW max_connections")).scalar_one())
         reserved = int(connection.execute(text("SHOW superuser_reserved_connections")).scalar_one())
         in_use = int(connection.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
     return ConnectionBudget(
-        wanted=processes * (pool_size + POOL_OVERFLOW),
-        max_connections=max_connections,
-        reserved=reserved,
-        in_use=in_use,
+        wanted=0, max_connections=max_connections, reserved=reserved, in_use=in_use
     )
+
+
+def check_budget(database_url: str, processes: int, pool_size: int) -> ConnectionBudget:
+    """What `processes` processes with this pool may open, against the server's limit."""
+    usage = connection_usage(database_url)
+    return replace(usage, wanted=processes * (pool_size + POOL_OVERFLOW))

@@ -4,11 +4,11 @@ The API validates without decoding what it can check from the bytes alone: the h
 size, limits) and, for JPEG, PNG, HEIC and AVIF, that the file is complete (a JPEG's end-of-image
 marker after its scan, a PNG's chunks up to IEND with their checksums, HEIF boxes end to end).
 
-The worker decodes every pixel of every format but one: a JPEG much larger than the model's input
-may decode at a reduced DCT scale (`DecodeLimits.draft_side`), kept large enough that the vector
-stays within the product's bound of the exact decode (README, "Decoding"). Nothing else is reduced
-before OpenCLIP's own resize: a box reduction of other formats moved vectors several times the
-QuickGELU bug's distance and saved no time.
+The worker decodes every pixel of every photo, so that its vector is the reference pipeline's
+(README, "Decoding"). Only where DECODE_DRAFT_SIDE asks may a JPEG decode at a reduced DCT scale
+(`DecodeLimits.draft_side`), and the worker's self-check refuses a value that moves its probe photo
+out of the product's bound. Nothing is ever box-reduced before OpenCLIP's own resize: that moved
+vectors several times the QuickGELU bug's distance and saved no time.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ImageLimitError(ImageError):
 # Bump when a change to decoding or preprocessing can move a stored vector: every vector records
 # the version that made it, and `photoembed backfill` refreshes those of older versions.
 # 1: JPEG draft to a shorter side of 224 and a box reduce of other formats (up to 7e-3 off).
-# 2: every format decoded whole but large JPEGs, drafted no further than DECODE_DRAFT_SIDE.
+# 2: every photo decoded whole (a JPEG drafted only where DECODE_DRAFT_SIDE asks for it).
 DECODE_VERSION = 2
 # The decode mode of a JPEG decoded where the model runs (clip.device_decode): whole, then resized
 # as Pillow resizes.

@@ -2,7 +2,8 @@
 
 JSON lines in production, a readable console on a terminal. Library records (dramatiq, uvicorn,
 open_clip, alembic) and every `warnings.warn` become events of the same stream, so an ML warning
-that crashes nothing still shows up in the log as a WARNING event.
+that crashes nothing still shows up in the log as a WARNING event, and is counted in
+`photoembed_log_events_total{level,logger}`, which an alert reads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from typing import Any, Literal
 
 import structlog
+
+from photoembed.metrics import LOG_EVENTS
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -29,6 +32,17 @@ def _renderer(log_format: LogFormat) -> structlog.types.Processor:
     if log_format == "console":
         return structlog.dev.ConsoleRenderer()
     return structlog.processors.JSONRenderer()
+
+
+class LogEventCounter(logging.Handler):
+    """Counts each record at WARNING or above by level and logger (Python warnings arrive as
+    `py.warnings`), so that a warning in production moves a metric, not only a log line."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        LOG_EVENTS.labels(record.levelname.lower(), record.name).inc()
 
 
 def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> None:
@@ -53,7 +67,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, LogEventCounter()]
     root.setLevel(level.upper())
     logging.captureWarnings(True)
     for noisy in (

@@ -19,6 +19,13 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
 )
 
+# Every process: log records at WARNING or above (logging.LogEventCounter counts them).
+LOG_EVENTS = Counter(
+    "photoembed_log_events_total",
+    "Log records at WARNING or above, Python warnings included, by level and logger.",
+    ["level", "logger"],
+)
+
 # Both: every status a photo moves to.
 STATUS_TRANSITIONS = Counter(
     "photoembed_photo_status_transitions_total", "Photos moved to a status.", ["status"]

@@ -31,6 +31,13 @@ for target in api worker; do
     echo "built photoembed-$target in ${seconds}s, $(( size / 1000000 )) MB"
     results+="\"$target\": {\"build_seconds\": $seconds, \"size_bytes\": $size},"
 done
+# The monitoring profile's image: Prometheus and Alertmanager from Debian's packages.
+started=$(date +%s)
+podman build --network host -t photoembed-monitoring monitoring \
+    >test-artifacts/compose-build-monitoring.log 2>&1 ||
+    { tail -40 test-artifacts/compose-build-monitoring.log; exit 1; }
+echo "built photoembed-monitoring in $(( $(date +%s) - started ))s"
+results+="\"monitoring\": {\"build_seconds\": $(( $(date +%s) - started ))},"
 echo "${results%,}}" > test-artifacts/compose-build.json
 # Earlier builds' images (6+ GB each with CUDA torch) would fill the disk over a few runs.
 podman image prune -f >/dev/null

@@ -19,10 +19,13 @@ if ! have "$DEBIAN"; then
     tar -C "$root" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN" >/dev/null
     rm -rf "$root"
 fi
+# monitoring/Dockerfile (Prometheus and Alertmanager from Debian's packages) starts from Debian.
+have docker.io/library/debian:bookworm-slim ||
+    podman tag "$DEBIAN" docker.io/library/debian:bookworm-slim
 have docker.io/library/python:3.11-slim ||
     podman build -q -f python.Containerfile -t docker.io/library/python:3.11-slim . >/dev/null
 have docker.io/pgvector/pgvector:pg17 ||
     podman build -q -f postgres.Containerfile -t docker.io/pgvector/pgvector:pg17 . >/dev/null
 have docker.io/library/redis:7-alpine ||
     podman build -q -f redis.Containerfile -t docker.io/library/redis:7-alpine . >/dev/null
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'standin|python|pgvector|redis'
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'standin|debian|python|pgvector|redis'

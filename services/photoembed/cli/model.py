@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from photoembed.cli.common import configured_settings, log
@@ -29,14 +31,27 @@ def run_selfcheck(settings: Settings, record: bool) -> int:
     return 0
 
 
-def run_logcheck(path: Path) -> int:
-    from photoembed.logcheck import check_file
+def run_logcheck(path: Path | None, follow: bool) -> int:
+    """A saved log, or with `follow` a stream: standard input (or `path` read to its end), each
+    offending line printed as soon as it is read. Exit 1 if there was one."""
+    if path is None and not follow:
+        print("logcheck: name a log FILE, or read standard input with --follow", file=sys.stderr)
+        return 2
+    if path is None or str(path) == "-":
+        return _report_problems("standard input", sys.stdin)
+    with path.open(errors="replace") as lines:
+        return _report_problems(str(path), lines)
 
-    problems = check_file(path)
-    for problem in problems:
-        print(f"{path}:{problem.line_number}: {problem.line[:500]}")
-    print(f"logcheck: {len(problems)} model-loading warning(s) or error(s) in {path}")
-    return 1 if problems else 0
+
+def _report_problems(name: str, lines: Iterable[str]) -> int:
+    from photoembed.logcheck import find_problems
+
+    found = 0
+    for problem in find_problems(lines):
+        found += 1
+        print(f"{name}:{problem.line_number}: {problem.line[:500]}", flush=True)
+    print(f"logcheck: {found} model-loading warning(s) or error(s) in {name}")
+    return 1 if found else 0
 
 
 def model_info(settings: Settings) -> int:
@@ -82,8 +97,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--record", action="store_true", help="record the reference vector")
     check.set_defaults(run=lambda args: run_selfcheck(configured_settings(), args.record))
     logcheck = commands.add_parser("logcheck", help="exit 1 if a log shows model-loading warnings")
-    logcheck.add_argument("file", type=Path)
-    logcheck.set_defaults(run=lambda args: run_logcheck(args.file))
+    logcheck.add_argument("file", type=Path, nargs="?", help="a saved log; - or none: stdin")
+    logcheck.add_argument(
+        "--follow", action="store_true", help="read a stream, printing each record as it arrives"
+    )
+    logcheck.set_defaults(run=lambda args: run_logcheck(args.file, args.follow))
     model = commands.add_parser("model", help="model weights").add_subparsers(
         dest="model_command", required=True
     )

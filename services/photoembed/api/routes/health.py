@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from photoembed.api.deps import BrokerDep, SettingsDep, StorageDep
-from photoembed.db import ping
+from photoembed.api.readiness import probes
 
 router = APIRouter(tags=["health"])
 
@@ -33,9 +33,7 @@ async def readyz(settings: SettingsDep, broker: BrokerDep, storage: StorageDep) 
     """Whether the database, the broker and the photo storage answer; `down` names the ones
     that do not (503 then)."""
     checks = {
-        "database": await _check(lambda: ping(settings.database_url)),
-        "broker": await _check(broker.client.ping),
-        "storage": await _check(storage.check),
+        name: await _check(probe) for name, probe in probes(settings, broker, storage).items()
     }
     down = [name for name, state in checks.items() if state != "ok"]
     return JSONResponse(

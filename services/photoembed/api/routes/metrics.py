@@ -1,5 +1,8 @@
 """Prometheus exposition of the API's metrics (the worker serves its own on METRICS_PORT), with
-the backlog read from Postgres: photos by status and the age of the oldest PENDING one."""
+what the API reads from outside itself: the backlog in Postgres (photos by status, the oldest
+PENDING one's age), whether each dependency answers (what `/readyz` decides), the dead-lettered
+messages in Redis and the database's connections against its limit. monitoring/alerts.yml reads
+them."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+from dramatiq.brokers.redis import RedisBroker
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -16,51 +21,107 @@ from prometheus_client.registry import Collector
 
 from photoembed import repository
 from photoembed.api.deps import require_api_key
-from photoembed.db import session_scope
+from photoembed.api.readiness import probes
+from photoembed.config import Settings
+from photoembed.db import connection_usage, session_scope
 from photoembed.logging import get_logger
+from photoembed.storage import PhotoStorage
 
 log = get_logger(__name__)
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
 
-BACKLOG_TTL_S = 5.0
+READ_TTL_S = 5.0
 
 
-class BacklogCollector(Collector):
-    """Two cheap indexed queries, at most one per BACKLOG_TTL_S however often it is scraped."""
+@dataclass
+class _Reading:
+    up: dict[str, bool] = field(default_factory=dict)
+    counts: dict[str, int] | None = None
+    oldest_pending_s: float = 0.0
+    connections: tuple[int, int] | None = None  # (in use, max_connections)
+    dead_letters: int | None = None
 
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+
+class OperationsCollector(Collector):
+    """One reading of Postgres and Redis per READ_TTL_S at most, however often it is scraped; what
+    cannot be read is left out of the scrape (and its dependency reads 0), never an error."""
+
+    def __init__(self, settings: Settings, broker: RedisBroker, storage: PhotoStorage) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.storage = storage
         self._lock = threading.Lock()
-        self._read_at = 0.0
-        self._counts: dict[str, int] = {}
-        self._oldest = 0.0
+        self._read_at = -READ_TTL_S
+        self._reading = _Reading()
 
-    def _refresh(self) -> None:
-        with self._lock:
-            if time.monotonic() - self._read_at < BACKLOG_TTL_S:
-                return
-            with session_scope(self.database_url) as session:
-                self._counts = repository.status_counts(session)
-                self._oldest = repository.oldest_pending_age_seconds(session)
-            self._read_at = time.monotonic()
+    def _read(self) -> _Reading:
+        reading = _Reading()
+        for name, probe in probes(self.settings, self.broker, self.storage).items():
+            try:
+                probe()
+                reading.up[name] = True
+            except Exception as exc:
+                reading.up[name] = False
+                log.warning("metrics.dependency_down", dependency=name, error=f"{exc!r}"[:300])
+        if reading.up["database"]:
+            with session_scope(self.settings.database_url) as session:
+                reading.counts = repository.status_counts(session)
+                reading.oldest_pending_s = repository.oldest_pending_age_seconds(session)
+            usage = connection_usage(self.settings.database_url)
+            reading.connections = (usage.in_use, usage.max_connections)
+        if reading.up["broker"]:
+            dead = f"{self.broker.namespace}:{self.settings.queue_name}.XQ"
+            reading.dead_letters = int(self.broker.client.zcard(dead))
+        return reading
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            self._refresh()
-        except Exception as exc:  # the database is down: /readyz says so; the rest still scrapes
-            log.warning("metrics.backlog_unavailable", error=f"{type(exc).__name__}: {exc}")
-            return
-        photos = GaugeMetricFamily(
-            "photoembed_photos", "Photos by status (from Postgres).", labels=["status"]
+        with self._lock:
+            if time.monotonic() - self._read_at >= READ_TTL_S:
+                self._reading = self._read()
+                self._read_at = time.monotonic()
+            reading = self._reading
+        queue = self.settings.queue_name
+        up = GaugeMetricFamily(
+            "photoembed_dependency_up",
+            "1 when the dependency answers the API (what /readyz decides), else 0.",
+            labels=["dependency"],
         )
-        for status, count in sorted(self._counts.items()):
-            photos.add_metric([status], count)
-        yield photos
-        yield GaugeMetricFamily(
-            "photoembed_oldest_pending_age_seconds",
-            "Seconds since the oldest PENDING photo was submitted (0 when none waits).",
-            value=self._oldest,
-        )
+        for name, answers in reading.up.items():
+            up.add_metric([name], 1.0 if answers else 0.0)
+        yield up
+        if reading.counts is not None:
+            photos = GaugeMetricFamily(
+                "photoembed_photos", "Photos by status (from Postgres).", labels=["status"]
+            )
+            for status, count in sorted(reading.counts.items()):
+                photos.add_metric([status], count)
+            yield photos
+            oldest = GaugeMetricFamily(
+                "photoembed_oldest_pending_age_seconds",
+                "Seconds since the oldest PENDING photo was submitted (0 when none waits).",
+                labels=["queue"],
+            )
+            oldest.add_metric([queue], reading.oldest_pending_s)
+            yield oldest
+        if reading.connections is not None:
+            yield GaugeMetricFamily(
+                "photoembed_db_connections",
+                "Connections open on the Postgres server (pg_stat_activity).",
+                value=reading.connections[0],
+            )
+            yield GaugeMetricFamily(
+                "photoembed_db_max_connections",
+                "The Postgres server's max_connections.",
+                value=reading.connections[1],
+            )
+        if reading.dead_letters is not None:
+            dead = GaugeMetricFamily(
+                "photoembed_dead_letters",
+                "Messages Dramatiq dead-lettered on the queue (kept 7 days by Dramatiq).",
+                labels=["queue"],
+            )
+            dead.add_metric([queue], reading.dead_letters)
+            yield dead
 
 
 def _process_metrics() -> bytes:
@@ -74,12 +135,14 @@ def _process_metrics() -> bytes:
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    """Prometheus text format: uploads, status transitions, request latency, and the backlog
-    (`photoembed_photos{status}`, `photoembed_oldest_pending_age_seconds`)."""
+    """Prometheus text format: uploads, status transitions, request latency, log events, and
+    what the API reads outside itself (`photoembed_photos{status}`,
+    `photoembed_oldest_pending_age_seconds{queue}`, `photoembed_dependency_up{dependency}`,
+    `photoembed_dead_letters{queue}`, `photoembed_db_connections`)."""
     state = request.app.state
-    if not hasattr(state, "backlog"):
-        state.backlog = CollectorRegistry()
-        state.backlog.register(BacklogCollector(state.settings.database_url))
+    if not hasattr(state, "operations"):
+        state.operations = CollectorRegistry()
+        state.operations.register(OperationsCollector(state.settings, state.broker, state.storage))
     return Response(
-        _process_metrics() + generate_latest(state.backlog), media_type=CONTENT_TYPE_LATEST
+        _process_metrics() + generate_latest(state.operations), media_type=CONTENT_TYPE_LATEST
     )
