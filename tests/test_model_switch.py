@@ -33,26 +33,30 @@ def _client(settings) -> httpx.Client:
     )
 
 
+def _embedded(
+    settings, start_service, client: httpx.Client, uploads: dict[str, bytes]
+) -> list[str]:
+    """Upload through a real API to a real worker, wait until every photo is READY, stop both."""
+    api = start_service("api", settings)
+    api.wait_for_log("Uvicorn running on", timeout=60)
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed")
+    ids = [client.post("/photos", files={"file": (n, d)}).json()["id"] for n, d in uploads.items()]
+    for photo_id in ids:
+        assert wait_for_status(client, photo_id, {"READY", "FAILED"})["status"] == "READY"
+    worker.stop()
+    api.stop()
+    return ids
+
+
 def test_switch_model_backfill_resume_and_search_under_the_new_model(
     own_database, start_service, tmp_path
 ):
     settings_a = own_database
     # given photos embedded under model A
-    api_a = start_service("api", settings_a)
-    api_a.wait_for_log("Uvicorn running on", timeout=60)
-    worker_a = start_service("worker", settings_a)
-    worker_a.wait_for_log("selfcheck.passed")
     client = _client(settings_a)
-    ids = [
-        client.post(
-            "/photos", files={"file": (f"{s}.jpg", encode(make_photo(s, (400, 300))))}
-        ).json()["id"]
-        for s in range(600, 624)
-    ]
-    for photo_id in ids:
-        assert wait_for_status(client, photo_id, {"READY", "FAILED"})["status"] == "READY"
-    worker_a.stop()
-    api_a.stop()
+    uploads = {f"{s}.jpg": encode(make_photo(s, (400, 300))) for s in range(600, 624)}
+    ids = _embedded(settings_a, start_service, client, uploads)
 
     # when the configuration switches to model B (other weights)
     weights_b = tmp_path / "model-b.bin"
@@ -132,20 +136,9 @@ def _stored(settings) -> dict[str, tuple[list[float], int, str | None]]:
 def test_backfill_refreshes_vectors_made_by_an_older_decode(own_database, start_service):
     settings = own_database
     # given photos embedded by today's worker, each vector recording its decode
-    api = start_service("api", settings)
-    api.wait_for_log("Uvicorn running on", timeout=60)
-    worker = start_service("worker", settings)
-    worker.wait_for_log("selfcheck.passed")
     client = _client(settings)
-    ids = [
-        client.post(
-            "/photos", files={"file": (f"{s}.png", encode(make_photo(s, (900, 600)), "PNG"))}
-        ).json()["id"]
-        for s in range(700, 706)
-    ]
-    for photo_id in ids:
-        assert wait_for_status(client, photo_id, {"READY", "FAILED"})["status"] == "READY"
-    worker.stop()
+    uploads = {f"{s}.png": encode(make_photo(s, (900, 600)), "PNG") for s in range(700, 706)}
+    ids = _embedded(settings, start_service, client, uploads)
     served = _stored(settings)
     assert {(version, mode) for _, version, mode in served.values()} == {(2, "exact")}
 

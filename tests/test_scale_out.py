@@ -357,7 +357,8 @@ def test_backlog_gauges_move_and_readyz_names_what_is_down(
     time.sleep(5.1)  # the gauges are read at most every 5 s
     backlog = api.get("/metrics").text
     assert _gauge(backlog, pending) >= before + 3
-    assert _gauge(backlog, "photoembed_oldest_pending_age_seconds") > 0
+    queue = f'{{queue="{settings.queue_name}"}}'
+    assert _gauge(backlog, "photoembed_oldest_pending_age_seconds", queue) > 0
 
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed")
@@ -371,5 +372,10 @@ def test_backlog_gauges_move_and_readyz_names_what_is_down(
         ready = httpx.get(f"{api.base_url}/readyz", timeout=30)
         assert ready.status_code == 503
         assert ready.json()["down"] == ["broker"] and ready.json()["database"] == "ok"
+        # and the same verdict reaches the metrics an alert reads
+        time.sleep(5.1)
+        down = api.get("/metrics").text
+        assert _gauge(down, "photoembed_dependency_up", '{dependency="broker"}') == 0
+        assert _gauge(down, "photoembed_dependency_up", '{dependency="database"}') == 1
     finally:
         redis_server.start()

@@ -96,13 +96,12 @@ class OperationsCollector(Collector):
             for status, count in sorted(reading.counts.items()):
                 photos.add_metric([status], count)
             yield photos
-            oldest = GaugeMetricFamily(
+            yield _per_queue(
                 "photoembed_oldest_pending_age_seconds",
                 "Seconds since the oldest PENDING photo was submitted (0 when none waits).",
-                labels=["queue"],
+                queue,
+                reading.oldest_pending_s,
             )
-            oldest.add_metric([queue], reading.oldest_pending_s)
-            yield oldest
         if reading.connections is not None:
             yield GaugeMetricFamily(
                 "photoembed_db_connections",
@@ -115,13 +114,18 @@ class OperationsCollector(Collector):
                 value=reading.connections[1],
             )
         if reading.dead_letters is not None:
-            dead = GaugeMetricFamily(
+            yield _per_queue(
                 "photoembed_dead_letters",
                 "Messages Dramatiq dead-lettered on the queue (kept 7 days by Dramatiq).",
-                labels=["queue"],
+                queue,
+                reading.dead_letters,
             )
-            dead.add_metric([queue], reading.dead_letters)
-            yield dead
+
+
+def _per_queue(name: str, documentation: str, queue: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["queue"])
+    gauge.add_metric([queue], value)
+    return gauge
 
 
 def _process_metrics() -> bytes:
