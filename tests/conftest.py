@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # No hub is reachable here: make every load in this process (and its children) offline-only.
@@ -152,6 +153,19 @@ def start_api(settings: Settings, start: Services) -> httpx.Client:
         headers={"Authorization": f"Bearer {TEST_API_KEY}"},
         timeout=30,
     )
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, folder: Path) -> Iterator[httpx.Client]:
+    """The real API and a real worker past its self-check, for a module's tests to share; both are
+    stopped afterwards."""
+    services = Services(folder)
+    try:
+        with start_api(settings, services) as client:
+            services("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
+            yield client
+    finally:
+        services.stop_all()
 
 
 @pytest.fixture

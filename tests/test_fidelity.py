@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from tests.conftest import Services, stack_settings, start_api
+from tests.conftest import running_stack, stack_settings
 from tests.helpers import encode, make_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -121,26 +121,21 @@ def served(tmp_path_factory, postgres, redis_server, model_cache):
     """Every upload through the real API and a real worker with default settings, READY."""
     folder = tmp_path_factory.mktemp("fidelity")
     settings = stack_settings(folder, postgres, redis_server, model_cache)
-    services = Services(folder)
     pillow_heif.register_heif_opener()
     files = {name: make() for name, make in UPLOADS.items()}
-    try:
-        with start_api(settings, services) as api:
-            services("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
-            ids = {}
-            for name, data in files.items():
-                response = api.post("/photos", files={"file": (name, data)})
-                assert response.status_code == 202, (name, response.text)
-                ids[name] = response.json()["id"]
-            vectors = {}
-            for name, photo_id in ids.items():
-                photo = wait_for_status(api, photo_id, {"READY", "FAILED"})
-                assert photo["status"] == "READY", (name, photo)
-                body = api.get(f"/photos/{photo_id}/embedding").json()
-                vectors[name] = np.asarray(body["vector"], dtype=np.float64)
-            yield files, vectors
-    finally:
-        services.stop_all()
+    with running_stack(settings, folder) as api:
+        ids = {}
+        for name, data in files.items():
+            response = api.post("/photos", files={"file": (name, data)})
+            assert response.status_code == 202, (name, response.text)
+            ids[name] = response.json()["id"]
+        vectors = {}
+        for name, photo_id in ids.items():
+            photo = wait_for_status(api, photo_id, {"READY", "FAILED"})
+            assert photo["status"] == "READY", (name, photo)
+            body = api.get(f"/photos/{photo_id}/embedding").json()
+            vectors[name] = np.asarray(body["vector"], dtype=np.float64)
+        yield files, vectors
 
 
 @pytest.fixture(scope="module")

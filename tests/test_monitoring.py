@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from photoembed.devstack import free_port
-from tests.conftest import Services, stack_settings, start_api
+from tests.conftest import running_stack, stack_settings
 from tests.helpers import encode, make_photo, wait_for_status, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,13 +85,8 @@ def running(tmp_path_factory, postgres, redis_server, model_cache):
     folder = tmp_path_factory.mktemp("monitoring")
     settings = stack_settings(folder, postgres, redis_server, model_cache)
     settings = settings.model_copy(update={"metrics_port": free_port()})
-    services = Services(folder)
-    try:
-        with start_api(settings, services) as api:
-            services("worker", settings).wait_for_log("selfcheck.passed")
-            yield settings, api
-    finally:
-        services.stop_all()
+    with running_stack(settings, folder) as api:
+        yield settings, api
 
 
 @pytest.mark.slow

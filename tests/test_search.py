@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from photoembed.storage import LocalStorage
-from tests.conftest import Services, stack_settings, start_api
+from tests.conftest import running_stack, stack_settings
 from tests.helpers import encode, make_person_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -27,13 +27,8 @@ def stack(tmp_path_factory, postgres, redis_server, model_cache):
     """One API and one worker for the whole module: the searches share one set of photos."""
     folder = tmp_path_factory.mktemp("search")
     settings = stack_settings(folder, postgres, redis_server, model_cache)
-    services = Services(folder)
-    try:
-        with start_api(settings, services) as client:
-            services("worker", settings).wait_for_log("selfcheck.passed")
-            yield settings, client
-    finally:
-        services.stop_all()
+    with running_stack(settings, folder) as client:
+        yield settings, client
 
 
 @pytest.fixture
