@@ -161,3 +161,14 @@ def test_missing_bytes_name_the_storage_setting(tmp_path):
     storage = LocalStorage(tmp_path)
     with pytest.raises(PhotoBytesMissing, match="STORAGE_URL=file://"):
         storage.read("0" * 64)
+
+
+def test_the_self_checks_decode_probe_stays_within_the_pixel_limit_whatever_the_draft_side():
+    from photoembed.clip.probe import decode_probes
+    from photoembed.images import check_size
+
+    limits = DecodeLimits(max_pixels=20_000_000, min_side=16, draft_side=5000)
+    for data in decode_probes(limits.draft_side, limits.max_pixels).values():
+        header = read_jpeg_header(data)
+        if header is not None:  # a 10000-pixel shorter side would have been refused as too big
+            check_size("JPEG", header.width, header.height, limits)

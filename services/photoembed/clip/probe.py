@@ -4,6 +4,7 @@ check both measure against."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from PIL import Image
@@ -51,11 +52,11 @@ def decode_probe_photo(size: tuple[int, int]) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=2)
-def decode_probes(draft_side: int) -> dict[str, bytes]:
+def decode_probes(draft_side: int, max_pixels: int) -> dict[str, bytes]:
     """Encoded photos for the self-check's decode probe, the same bytes every time: a phone JPEG
     large enough for a reduced decode to act on (12 megapixels, or larger when DECODE_DRAFT_SIDE
-    asks for more), and a 3-megapixel PNG, which must decode whole."""
-    short = max(3024, 2 * draft_side)
+    asks for more, never past MAX_IMAGE_PIXELS), and a 3-megapixel PNG, which must decode whole."""
+    short = min(max(3024, 2 * draft_side), math.isqrt(max_pixels * 3 // 4))
     jpeg = decode_probe_photo((short * 4 // 3, short))
     png = decode_probe_photo((2000, 1500))
     return {

@@ -195,7 +195,7 @@ def decode_findings(settings: Settings, embedder: ImageEmbedder) -> list[Finding
     only the decode differs."""
     limits = decode_limits(settings)
     findings = []
-    for name, data in decode_probes(limits.draft_side).items():
+    for name, data in decode_probes(limits.draft_side, limits.max_pixels).items():
         served = embedder.embed_photo(data, limits)
         exact, _ = load_rgb(data, replace(limits, draft_side=0))
         reference = embedder.embed_images([exact])[0]
