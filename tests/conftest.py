@@ -72,7 +72,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
 def stack_settings(
     folder: Path, postgres: LocalPostgres, redis_server: LocalRedis, model_cache: Path
 ) -> Settings:
-    """Settings of one stack: shared database and Redis, its own queue, photos folder and port."""
+    """Settings of one stack: shared database and Redis, its own queues, photos folder and port."""
     return Settings(
         env="production",
         database_url=postgres.url,
@@ -83,6 +83,10 @@ def stack_settings(
         clip_cache_dir=model_cache,
         selfcheck_reference_dir=folder / "references",
         queue_name=f"photos-{uuid.uuid4().hex[:8]}",
+        face_queue_name=f"faces-{uuid.uuid4().hex[:8]}",
+        # the face stage's own tests (and the kill -9 one) turn it on; elsewhere it would only
+        # spend the CPU the tests of the CLIP stage measure
+        faces_enabled=False,
         worker_threads=2,
     )
 
@@ -95,17 +99,22 @@ def settings(
     return stack_settings(tmp_path, postgres, redis_server, model_cache)
 
 
-@pytest.fixture
-def own_database(postgres, settings):
-    """A database of this test's own: the backfill covers every photo in it."""
-    name = f"switch_{uuid.uuid4().hex[:8]}"
+def new_database(postgres: LocalPostgres, prefix: str) -> str:
+    """A new, migrated database on the shared server; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(
         postgres.url.replace("postgresql+psycopg", "postgresql"), autocommit=True
     ) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = postgres.url.replace("/photoembed?", f"/{name}?")
     migrate(url)
-    return settings.model_copy(update={"database_url": url})
+    return url
+
+
+@pytest.fixture
+def own_database(postgres, settings):
+    """A database of this test's own: the backfill covers every photo in it."""
+    return settings.model_copy(update={"database_url": new_database(postgres, "switch")})
 
 
 @pytest.fixture

@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from tests.conftest import TEST_API_KEY
-from tests.helpers import encode, make_person_photo
+from photoembed.faces import samples
+from photoembed.storage import LocalStorage
+from tests.conftest import TEST_API_KEY, new_database, start_api
+from tests.helpers import encode, make_person_photo, make_photo, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +159,7 @@ def test_gallery_delete_search_by_person_and_size_refusal_in_a_real_browser(
     # search by person ranks their photos first
     page.click("#search-person")
     page.wait_for_function(
-        "document.querySelector('#search-status').textContent.includes('like Lin')"
+        "document.querySelector('#search-status').textContent.includes('of Lin')"
     )
     first_three = page.eval_on_selector_all(
         "#results .card", "cards => cards.slice(0, 3).map(c => c.dataset.photoId)"
@@ -209,3 +212,135 @@ def test_gallery_delete_search_by_person_and_size_refusal_in_a_real_browser(
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TEST_API_KEY}"}) as client:
         gone = [client.get(f"/photos/{photo_id}").status_code for photo_id in gallery_ids[1:]]
     assert gone == [404] * len(gallery_ids[1:])
+
+
+def test_people_by_face_named_inline_boxes_reassigned_and_every_photo_listed(
+    settings, postgres, start_service, browser, tmp_path
+):
+
+    # given an API with the face stage on a database of its own, and a photo whose stored bytes
+    # are damaged before any worker sees it
+    settings = settings.model_copy(
+        update={"faces_enabled": True, "database_url": new_database(postgres, "browser")}
+    )
+    faces = samples.real_faces()
+    with start_api(settings, start_service) as api:
+
+        def upload(image, person_id=None) -> str:
+            data = {"person_id": person_id} if person_id else {}
+            response = api.post("/photos", files={"file": ("p.jpg", encode(image))}, data=data)
+            assert response.status_code == 202, response.text
+            return str(response.json()["id"])
+
+        damaged = upload(make_photo(77))
+        with psycopg.connect(
+            settings.database_url.replace("postgresql+psycopg", "postgresql")
+        ) as conn:
+            storage_key = conn.execute(
+                "SELECT storage_key FROM photos WHERE id = %s", (damaged,)
+            ).fetchone()[0]
+        LocalStorage(settings.storage_dir).path_for(storage_key).write_bytes(
+            b"\xff\xd8" + b"0" * 99
+        )
+        start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
+
+        # and Grace Hopper in three photos nobody labelled, Eileen Collins labelled once, and a
+        # photo of both, uploaded without a person: eight photos in all
+        variants = samples.variants(faces["hopper"], samples.FACE_SIDE["hopper"])
+        eileen = api.post("/persons", json={"name": "Eileen"}).json()
+        api.post("/persons", json={"name": "Grace (duplicate)"})
+        ids = [upload(variants[v]) for v in ("mirror", "dim", "jpeg-q30")]
+        ids += [upload(faces["astronaut"], eileen["id"]), upload(make_photo(78))]
+        ids += [upload(make_photo(79))]
+        group = upload(samples.group_photo(["astronaut", "hopper"], faces))
+
+        def settled() -> bool:
+            photos = [api.get(f"/photos/{i}").json() for i in [*ids, group]]
+            return all(p["faces_status"] == "DONE" for p in photos)
+
+        wait_until(settled, timeout=180, interval=0.5)
+        assert api.get(f"/photos/{damaged}").json()["status"] == "FAILED"
+        base = str(api.base_url)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(base + "/")
+    page.fill("#key-input", TEST_API_KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_selector("#app:not([hidden])")
+
+    # then, with no person picked, the Photos view lists all eight, newest first, the failed one
+    # with its reason and a Retry button
+    page.wait_for_function("document.querySelectorAll('#photos .card').length === 8")
+    failed = page.locator("#photos .card[data-status=FAILED]")
+    assert failed.count() == 1 and "not a recognised image" in failed.inner_text()
+    assert failed.locator("button.retry").count() == 1
+    page.select_option("#photos-status", "FAILED")
+    page.wait_for_function("document.querySelectorAll('#photos .card').length === 1")
+    page.select_option("#photos-status", "")
+    page.wait_for_function("document.querySelectorAll('#photos .card').length === 8")
+
+    # the People view shows Eileen and the unnamed person the faces made, each with a cover face
+    page.wait_for_function("document.querySelectorAll('#people .card').length === 3")
+    page.wait_for_function(
+        "document.querySelectorAll('#people img[src^=blob]').length === 2"  # Eileen's and one
+    )
+    assert "not named yet" in page.inner_text("#people-status")
+    unnamed = page.locator("#people .card:has(.unnamed)")
+    assert "4 face(s)" in unnamed.inner_text()  # three photos and the group photo
+    page.screenshot(path=str(ARTIFACTS / "people-desktop.png"), full_page=True)
+
+    # naming them inline, with the keyboard
+    unnamed.locator("input").focus()
+    page.keyboard.type("Grace")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#people-status').textContent === 'Named Grace'")
+    assert page.locator("#people .card .unnamed").count() == 0
+
+    # merging a duplicate person into Grace, picked from her card
+    page.click("#people .card:has-text('Grace') button.open")
+    page.wait_for_selector("#merge-row:not([hidden])")
+    page.select_option("#merge-from", label="Grace (duplicate)")
+    page.click("#merge-button")
+    page.wait_for_function(
+        "document.querySelector('#gallery-status').textContent.includes('merged into Grace')"
+    )
+    assert page.locator("#people .card").count() == 2
+
+    # the group photo shows both faces with the right names over it
+    page.click(f"#photos .card[data-photo-id='{group}'] button.open-photo")
+    page.wait_for_selector("#photo-dialog[open]")
+    page.wait_for_function("document.querySelectorAll('#photo-frame .face-box').length === 2")
+    names = page.eval_on_selector_all(
+        "#photo-frame .face-box",
+        "boxes => boxes.sort((a, b) => a.offsetLeft - b.offsetLeft).map(b => b.innerText)",
+    )
+    assert names == ["Eileen", "Grace"]
+    page.screenshot(path=str(ARTIFACTS / "photo-faces-desktop.png"), full_page=True)
+
+    # re-assigning a face with the keyboard: Eileen's face is said to be nobody known
+    select = page.locator("#face-list li >> nth=0 >> select")
+    select.focus()
+    select.select_option("")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#faces-status').textContent === 'Saved'")
+    names = page.eval_on_selector_all(
+        "#photo-frame .face-box",
+        "boxes => boxes.sort((a, b) => a.offsetLeft - b.offsetLeft).map(b => b.innerText)",
+    )
+    assert names == ["?", "Grace"]
+    page.keyboard.press("Escape")
+
+    # the phone width: people and a photo's faces, no sideways scrolling
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.goto(base + "/")
+    phone.fill("#key-input", TEST_API_KEY)
+    phone.click("#key-form button")
+    phone.wait_for_function("document.querySelectorAll('#people .card').length === 2")
+    phone.wait_for_function("document.querySelectorAll('#photos .card').length === 8")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"page scrolls sideways on a phone ({width}px)"
+    phone.screenshot(path=str(ARTIFACTS / "people-phone.png"), full_page=True)
+    phone.click(f"#photos .card[data-photo-id='{group}'] button.open-photo")
+    phone.wait_for_function("document.querySelectorAll('#photo-frame .face-box').length === 2")
+    phone.screenshot(path=str(ARTIFACTS / "photo-faces-phone.png"))

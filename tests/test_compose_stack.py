@@ -210,6 +210,25 @@ def test_search_by_text_and_by_photo(stack: ComposeStack) -> None:
     assert by_photo.json()["results"][0]["similarity"] > 0.999
 
 
+def test_the_face_stage_runs_in_the_stack(stack: ComposeStack) -> None:
+    # given a photo of two people, uploaded for nobody
+    from photoembed.faces import samples
+
+    group = samples.group_photo(["astronaut", "hopper"], samples.real_faces())
+    response = stack.client.post("/photos", files={"file": ("two.jpg", encode(group))})
+    photo_id = response.json()["id"]
+
+    # then the worker's face stage finds both faces, in the photo's pixels
+    def faces_done() -> dict[str, Any] | None:
+        body: dict[str, Any] = stack.client.get(f"/photos/{photo_id}").json()
+        return body if body["faces_status"] in ("DONE", "FAILED") else None
+
+    photo = wait_until(faces_done, timeout=300, interval=1)
+    assert (photo["status"], photo["faces_status"], photo["face_count"]) == ("READY", "DONE", 2)
+    faces = stack.client.get(f"/photos/{photo_id}/faces").json()["items"]
+    assert all(face["model"].startswith("dlib:") and face["box"][2] > 100 for face in faces)
+
+
 def test_worker_restart_mid_backlog_loses_nothing(stack: ComposeStack) -> None:
     # given a backlog the worker is working through
     ids = [stack.upload(100 + seed) for seed in range(24)]

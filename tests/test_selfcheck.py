@@ -156,7 +156,7 @@ class _LoggingEmbedder:
 
 
 def test_a_warning_log_record_during_load_is_a_finding():
-    _loaded, findings = load_recording(_LoggingEmbedder())  # type: ignore[arg-type]
+    _loaded, findings = load_recording(_LoggingEmbedder().load)
     assert [f.code for f in findings] == ["load_log"]
     assert "initialized randomly" in findings[0].message
 

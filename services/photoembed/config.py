@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     embed_batch_size: int = 0
     embed_batch_wait_ms: int = 20
 
+    faces_enabled: bool = True
+    face_model: Literal["dlib", "insightface"] = "dlib"
+    face_model_dir: Path | None = None
+    face_queue_name: str = "faces"
+    face_detect_side: int = 1024
+    face_upsample: int = 1
+    face_min_score: float = 0.5
+    face_min_size: int = 36
+    face_match_distance: float = 0.0
+    face_min_faces: int = 2
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9191
     metrics_dir: Path | None = None
@@ -106,7 +117,7 @@ class Settings(BaseSettings):
         """STORAGE_URL, or the folder STORAGE_DIR when it is not set."""
         return self.storage_url or self.storage_dir.expanduser().resolve().as_uri()
 
-    @field_validator("selfcheck_reference_dir", "metrics_dir", mode="before")
+    @field_validator("selfcheck_reference_dir", "metrics_dir", "face_model_dir", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         return None if value == "" else value

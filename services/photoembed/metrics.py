@@ -66,3 +66,21 @@ WORKER_READY = Gauge(
     "1 once a worker process has passed its self-check (what the health check reads).",
     multiprocess_mode="livemax",
 )
+FACES_FOUND = Counter("photoembed_faces_found_total", "Faces found and stored by the face stage.")
+FACE_STAGE_OUTCOMES = Counter(
+    "photoembed_face_stage_total",
+    "Face stages finished, by outcome (done, or the reason it FAILED).",
+    ["outcome"],
+)
+FACE_STAGE_SECONDS = Histogram(
+    "photoembed_face_stage_seconds",
+    "Seconds to decode a photo, find its faces and compute their vectors.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+)
+FACE_STEP_SECONDS = Histogram(
+    "photoembed_face_step_seconds",
+    "Seconds per step of the face stage: decode (a photo), detect (a photo), confirm and "
+    "describe (a face), group (a photo's faces, stored and placed).",
+    ["step"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)

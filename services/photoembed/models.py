@@ -1,4 +1,4 @@
-"""The tables: persons, their photos, and one embedding per photo and model."""
+"""The tables: persons, their photos, one embedding per photo and model, and the photos' faces."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -21,6 +22,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Identity vectors of faces with their own HNSW index (migration 0008): dlib's ResNet (128),
+# ArcFace (512).
+FACE_DIMS = (128, 512)
 # Dimensions with their own HNSW index (migration 0005): CLIP B (512), CLIP L / SigLIP B (768),
 # CLIP H (1024), SigLIP So400m (1152).
 SUPPORTED_DIMS = (512, 768, 1024, 1152)
@@ -37,6 +41,21 @@ class PhotoStatus(enum.StrEnum):
     FAILED = "FAILED"
 
 
+class FacesStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class Assignment(enum.StrEnum):
+    """Who put a face with its person (or took it away): the grouping never moves a `user` face."""
+
+    AUTO = "auto"
+    UPLOAD = "upload"
+    USER = "user"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -45,7 +64,8 @@ class Person(Base):
     __tablename__ = "persons"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(200))
+    # None for a person the grouping made, until someone names them
+    name: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -72,6 +92,10 @@ class Photo(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     quality_score: Mapped[float | None] = mapped_column(Float)
+    # the image-only score (quality.quality_score); quality_score combines it with the best face's
+    # quality once the face stage is done (quality_version 2, see photoembed.faces.quality)
+    image_quality: Mapped[float | None] = mapped_column(Float)
+    quality_version: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -85,6 +109,16 @@ class Photo(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+    # The face stage: NULL until the photo is READY (or with faces off), then its own lifecycle.
+    faces_status: Mapped[str | None] = mapped_column(String(16), index=True)
+    faces_error: Mapped[str | None] = mapped_column(Text)
+    face_count: Mapped[int | None] = mapped_column(Integer)
+    faces_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    faces_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    faces_claimed_by: Mapped[str | None] = mapped_column(String(64))
+    faces_message_id: Mapped[str | None] = mapped_column(String(64))
+    faces_enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     person: Mapped[Person | None] = relationship(back_populates="photos")
     embeddings: Mapped[list[Embedding]] = relationship(
@@ -116,3 +150,41 @@ class Embedding(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     photo: Mapped[Photo] = relationship(back_populates="embeddings")
+
+
+class Face(Base):
+    """One face found in a photo by one face model: where (in the photo's displayed orientation),
+    how sure, how usable, its identity vector, and whose it is."""
+
+    __tablename__ = "faces"
+    __table_args__ = (
+        UniqueConstraint("photo_id", "model", "face_index", name="faces_photo_model_index_key"),
+        CheckConstraint("assigned_by IN ('auto', 'upload', 'user')", name="faces_assigned_by"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    photo_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), index=True
+    )
+    model: Mapped[str] = mapped_column(String(300), index=True)
+    face_index: Mapped[int] = mapped_column(Integer)
+    box_x: Mapped[int] = mapped_column(Integer)
+    box_y: Mapped[int] = mapped_column(Integer)
+    box_w: Mapped[int] = mapped_column(Integer)
+    box_h: Mapped[int] = mapped_column(Integer)
+    landmarks: Mapped[list[list[float]]] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[list[float]] = mapped_column(Vector())
+    person_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+    # None: nobody has placed it (the grouping may); `user`: a person's choice, also when the
+    # choice was "nobody" (person_id NULL), and the grouping never changes it
+    assigned_by: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def box(self) -> list[int]:
+        return [self.box_x, self.box_y, self.box_w, self.box_h]

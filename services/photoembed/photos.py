@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from photoembed import repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
+from photoembed.faces.store import record_faces_message
 from photoembed.images import DecodeLimits, ImageInfo, inspect_image, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
 from photoembed.models import Person, Photo, PhotoStatus, utcnow
-from photoembed.queue import embed_photo_message
+from photoembed.queue import detect_faces_message, embed_photo_message
 from photoembed.storage import PhotoStorage, StagedFile, open_storage
 
 log = get_logger(__name__)
@@ -61,7 +62,7 @@ def decode_stored(
     return load_rgb(storage.read(key), decode_limits(settings))
 
 
-def _enqueue(broker: RedisBroker, message: Message[Any], photo_id: uuid.UUID) -> None:
+def enqueue_or_defer(broker: RedisBroker, message: Message[Any], photo_id: uuid.UUID) -> None:
     """Send the message of a committed photo; if Redis is down, the sweeper sends it later."""
     try:
         broker.enqueue(message)
@@ -75,7 +76,17 @@ def send(settings: Settings, broker: RedisBroker, photo_ids: list[uuid.UUID]) ->
         message = embed_photo_message(settings, photo_id)
         with session_scope(settings.database_url) as session:
             repository.record_message(session, photo_id, message.message_id)
-        _enqueue(broker, message, photo_id)
+        enqueue_or_defer(broker, message, photo_id)
+
+
+def send_for_faces(settings: Settings, broker: RedisBroker, photo_ids: list[uuid.UUID]) -> None:
+    """Enqueue the face stage of photos whose faces are PENDING (committed), each under a new
+    message recorded on the row first."""
+    for photo_id in photo_ids:
+        message = detect_faces_message(settings, photo_id)
+        with session_scope(settings.database_url) as session:
+            record_faces_message(session, photo_id, message.message_id)
+        enqueue_or_defer(broker, message, photo_id)
 
 
 def accept_photo(
@@ -115,7 +126,7 @@ def accept_photo(
         storage.discard(staged)
     UPLOADS.labels("accepted").inc()
     STATUS_TRANSITIONS.labels(PhotoStatus.PENDING).inc()
-    _enqueue(broker, message, photo.id)
+    enqueue_or_defer(broker, message, photo.id)
     log.info(
         "photo.uploaded",
         photo_id=str(photo.id),

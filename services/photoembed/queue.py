@@ -14,6 +14,7 @@ from photoembed.config import Settings
 
 EMBED_PHOTO = "embed_photo"
 BACKFILL_PHOTO = "backfill_photo"
+DETECT_FACES = "detect_faces"
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -41,6 +42,16 @@ def backfill_photo_message(settings: Settings, photo_id: uuid.UUID) -> Message[N
     return Message(
         queue_name=settings.queue_name,
         actor_name=BACKFILL_PHOTO,
+        args=(str(photo_id),),
+        kwargs={},
+        options={},
+    )
+
+
+def detect_faces_message(settings: Settings, photo_id: uuid.UUID) -> Message[None]:
+    return Message(
+        queue_name=settings.face_queue_name,
+        actor_name=DETECT_FACES,
         args=(str(photo_id),),
         kwargs={},
         options={},

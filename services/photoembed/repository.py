@@ -9,14 +9,33 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from photoembed.images import DECODE_VERSION
-from photoembed.models import Embedding, Person, Photo, PhotoStatus
+from photoembed.models import Embedding, Face, FacesStatus, Person, Photo, PhotoStatus
 
 ERROR_LENGTH = 2000
+IMAGE_ONLY_VERSION = 1  # quality_score of the image alone (photoembed.faces.quality)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The columns one stage of a photo's processing is claimed with: the CLIP stage (`status`)
+    and the face stage (`faces_status`) share one claim."""
+
+    status: InstrumentedAttribute[Any]
+    attempts: InstrumentedAttribute[int]
+    claimed_at: InstrumentedAttribute[datetime | None]
+    claimed_by: InstrumentedAttribute[str | None]
+
+
+PHOTO_STAGE = Stage(Photo.status, Photo.attempts, Photo.claimed_at, Photo.claimed_by)
+FACES_STAGE = Stage(
+    Photo.faces_status, Photo.faces_attempts, Photo.faces_claimed_at, Photo.faces_claimed_by
+)
 
 
 @dataclass(frozen=True)
@@ -26,21 +45,26 @@ class ClaimedPhoto:
     attempts: int
 
 
-def claim_photo(
-    session: Session, photo_id: uuid.UUID, message_id: str, lease_seconds: int
+def claim(
+    session: Session,
+    stage: Stage,
+    photo_id: uuid.UUID,
+    message_id: str,
+    lease_seconds: int,
 ) -> ClaimedPhoto | None:
-    """Take the photo if it is PENDING, or PROCESSING under an expired lease, or PROCESSING under
-    this same message (a redelivery after the worker died, or a retry whose release failed).
+    """Take the photo's stage if it is PENDING, or PROCESSING under an expired lease, or
+    PROCESSING under this same message (a redelivery after the worker died, or a retry whose
+    release failed).
 
     Every claim counts as an attempt, whatever ends it, so that attempts are bounded.
     """
     claimable = or_(
-        Photo.status == PhotoStatus.PENDING,
+        stage.status == PhotoStatus.PENDING,
         and_(
-            Photo.status == PhotoStatus.PROCESSING,
+            stage.status == PhotoStatus.PROCESSING,
             or_(
-                Photo.claimed_by == message_id,
-                Photo.claimed_at < func.now() - timedelta(seconds=lease_seconds),
+                stage.claimed_by == message_id,
+                stage.claimed_at < func.now() - timedelta(seconds=lease_seconds),
             ),
         ),
     )
@@ -48,30 +72,55 @@ def claim_photo(
         update(Photo)
         .where(Photo.id == photo_id, claimable)
         .values(
-            status=PhotoStatus.PROCESSING,
-            attempts=Photo.attempts + 1,
-            claimed_at=func.now(),
-            claimed_by=message_id,
-            updated_at=func.now(),
+            {
+                stage.status: PhotoStatus.PROCESSING,
+                stage.attempts: stage.attempts + 1,
+                stage.claimed_at: func.now(),
+                stage.claimed_by: message_id,
+            }
         )
-        .returning(Photo.storage_key, Photo.attempts)
+        .returning(Photo.storage_key, stage.attempts)
     ).one_or_none()
     if row is None:
         return None
-    return ClaimedPhoto(id=photo_id, storage_key=row.storage_key, attempts=row.attempts)
+    return ClaimedPhoto(id=photo_id, storage_key=row[0], attempts=row[1])
 
 
-def mark_ready(session: Session, photo_id: uuid.UUID, quality: float) -> bool:
-    """READY with its quality score, if this worker still holds it (PROCESSING)."""
+def claim_photo(
+    session: Session, photo_id: uuid.UUID, message_id: str, lease_seconds: int
+) -> ClaimedPhoto | None:
+    """The CLIP stage's claim (see `claim`)."""
+    return claim(session, PHOTO_STAGE, photo_id, message_id, lease_seconds)
+
+
+def mark_ready(
+    session: Session, photo_id: uuid.UUID, quality: float, faces_message_id: str | None
+) -> bool:
+    """READY with its (image-only) quality score, if this worker still holds it (PROCESSING);
+    with `faces_message_id`, its face stage PENDING under that message (sent after the commit)."""
+    faces = (
+        {
+            "faces_status": FacesStatus.PENDING,
+            "faces_attempts": 0,
+            "faces_error": None,
+            "faces_message_id": faces_message_id,
+            "faces_enqueued_at": func.now(),
+        }
+        if faces_message_id
+        else {}
+    )
     result = session.execute(
         update(Photo)
         .where(Photo.id == photo_id, Photo.status == PhotoStatus.PROCESSING)
         .values(
             status=PhotoStatus.READY,
             quality_score=quality,
+            image_quality=quality,
+            quality_version=IMAGE_ONLY_VERSION,
             error=None,
             processed_at=func.now(),
             updated_at=func.now(),
+            **faces,
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -271,11 +320,20 @@ def photos_page(
     if status is not None:
         query = query.where(Photo.status == status)
     if person_id is not None:
-        query = query.where(Photo.person_id == person_id)
+        query = query.where(or_(Photo.person_id == person_id, _has_face_of(person_id)))
     if after is not None:
         query = query.where(tuple_(Photo.created_at, Photo.id) < tuple_(*after))
     query = query.order_by(Photo.created_at.desc(), Photo.id.desc()).limit(limit + 1)
     return list(session.scalars(query))
+
+
+def _has_face_of(person_id: uuid.UUID) -> ColumnElement[bool]:
+    return exists().where(Face.photo_id == Photo.id, Face.person_id == person_id)
+
+
+def person_sort_key() -> ColumnElement[str]:
+    """Persons sort by name; unnamed ones (made by the grouping) first, to be named."""
+    return func.coalesce(Person.name, "")
 
 
 def persons_page(
@@ -284,8 +342,36 @@ def persons_page(
     """By name, then id, `limit` + 1 rows after a (name, id) keyset cursor."""
     query = select(Person)
     if after is not None:
-        query = query.where(tuple_(Person.name, Person.id) > tuple_(*after))
-    return list(session.scalars(query.order_by(Person.name, Person.id).limit(limit + 1)))
+        query = query.where(tuple_(person_sort_key(), Person.id) > tuple_(*after))
+    return list(session.scalars(query.order_by(person_sort_key(), Person.id).limit(limit + 1)))
+
+
+@dataclass(frozen=True)
+class PersonFaces:
+    face_count: int
+    cover_face_id: uuid.UUID | None
+
+
+def person_faces(session: Session, person_ids: list[uuid.UUID]) -> dict[uuid.UUID, PersonFaces]:
+    """Each person's number of faces and best-quality face."""
+    if not person_ids:
+        return {}
+    counted = (
+        select(
+            Face.person_id,
+            func.count().over(partition_by=Face.person_id).label("faces"),
+            func.row_number()
+            .over(partition_by=Face.person_id, order_by=(Face.quality.desc(), Face.id))
+            .label("rank"),
+            Face.id,
+        )
+        .where(Face.person_id.in_(person_ids))
+        .subquery()
+    )
+    rows = session.execute(
+        select(counted.c.person_id, counted.c.faces, counted.c.id).where(counted.c.rank == 1)
+    ).all()
+    return {row.person_id: PersonFaces(int(row.faces), row.id) for row in rows}
 
 
 def _missing_vector(model: str, all_statuses: bool, skip: list[uuid.UUID]) -> ColumnElement[bool]:

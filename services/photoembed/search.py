@@ -1,4 +1,5 @@
-"""Person search: cosine similarity over pgvector's HNSW index, within one model's vectors.
+"""Person search: cosine similarity over pgvector's HNSW index, within one model's vectors, or,
+for a person with known faces (or a face), L2 distance between face identity vectors.
 
 A query becomes one unit vector: a text through the CLIP text tower, an uploaded image through the
 image tower, an existing photo's stored vector, or a person's READY photos' mean vector
@@ -18,7 +19,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from photoembed.models import SUPPORTED_DIMS, PhotoStatus
+from photoembed.models import FACE_DIMS, SUPPORTED_DIMS, PhotoStatus
 from photoembed.vectors import vector_literal
 
 
@@ -34,6 +35,20 @@ class SearchHit:
     person_id: uuid.UUID | None
     similarity: float
     quality_score: float | None
+    face_id: uuid.UUID | None = None
+    face_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class FaceQuery:
+    """Identity vectors of one face model: a person's best faces, or one face."""
+
+    vectors: list[list[float]]
+    model: str
+    dim: int
+
+
+PERSON_FACES = 20  # a person is searched by their best faces
 
 
 def _parse(vector_text: str) -> list[float]:
@@ -121,3 +136,93 @@ def search_similar(
     return [
         SearchHit(row.id, row.person_id, float(row.similarity), row.quality_score) for row in rows
     ]
+
+
+def person_face_query(session: Session, person_id: uuid.UUID) -> FaceQuery | None:
+    """The person's best faces of the face model that found their newest face; None when
+    no face of theirs is known."""
+    rows = session.execute(
+        text(
+            """
+            SELECT f.vector::text AS vector, f.model, f.dim FROM faces f
+             WHERE f.person_id = :id
+               AND f.model = (SELECT f2.model FROM faces f2 WHERE f2.person_id = :id
+                               ORDER BY f2.created_at DESC LIMIT 1)
+             ORDER BY f.quality DESC, f.id
+             LIMIT :n
+            """
+        ),
+        {"id": person_id, "n": PERSON_FACES},
+    ).all()
+    if not rows:
+        return None
+    return FaceQuery([_parse(row.vector) for row in rows], rows[0].model, rows[0].dim)
+
+
+def face_query(session: Session, face_id: uuid.UUID) -> FaceQuery | None:
+    row = session.execute(
+        text("SELECT vector::text AS vector, model, dim FROM faces WHERE id = :id"),
+        {"id": face_id},
+    ).one_or_none()
+    return FaceQuery([_parse(row.vector)], row.model, row.dim) if row else None
+
+
+def search_by_face(
+    session: Session,
+    query: FaceQuery,
+    *,
+    limit: int,
+    min_quality: float | None = None,
+    person_id: uuid.UUID | None = None,
+) -> list[SearchHit]:
+    """READY photos ranked by their face nearest (L2) to any of the query's faces; each photo
+    once, with that face, its distance and the cosine similarity of the two vectors."""
+    if query.dim not in FACE_DIMS:
+        raise ValueError(f"{query.dim}-d face vectors have no index (supported: {FACE_DIMS})")
+    dim = query.dim
+    per_face = 3 * limit + 20  # several faces of one photo may come first
+    session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
+    session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * per_face)}"))
+    distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+    cosine = f"(f.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
+    # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
+    statement = text(
+        f"""
+            SELECT f.id AS face_id, p.id, p.person_id, p.quality_score,
+                   {distance} AS distance, 1 - ({cosine}) AS similarity
+              FROM faces f JOIN photos p ON p.id = f.photo_id
+             WHERE f.dim = {dim} AND f.model = :model AND p.status = :ready
+               AND (CAST(:min_quality AS double precision) IS NULL
+                    OR p.quality_score >= :min_quality)
+               AND (CAST(:person AS uuid) IS NULL OR p.person_id = :person
+                    OR EXISTS (SELECT 1 FROM faces o WHERE o.photo_id = p.id
+                               AND o.person_id = :person))
+             ORDER BY {distance}
+             LIMIT :limit
+            """  # noqa: S608
+    )
+    best: dict[uuid.UUID, SearchHit] = {}
+    for vector in query.vectors:
+        rows = session.execute(
+            statement,
+            {
+                "q": vector_literal(vector),
+                "model": query.model,
+                "min_quality": min_quality,
+                "person": person_id,
+                "limit": per_face,
+                "ready": PhotoStatus.READY.value,
+            },
+        ).all()
+        for row in rows:
+            known = best.get(row.id)
+            if known is None or row.distance < (known.face_distance or 0.0):
+                best[row.id] = SearchHit(
+                    row.id,
+                    row.person_id,
+                    float(row.similarity),
+                    row.quality_score,
+                    row.face_id,
+                    float(row.distance),
+                )
+    return sorted(best.values(), key=lambda hit: hit.face_distance or 0.0)[:limit]

@@ -18,7 +18,7 @@ from photoembed.api.active_model import ActiveModel
 from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
-from photoembed.api.routes import health, metrics, persons, photos, search, ui
+from photoembed.api.routes import faces, health, metrics, persons, photos, search, ui
 from photoembed.api.routes.ui import STATIC_DIR
 from photoembed.config import Settings, get_settings
 from photoembed.db import set_pool_size
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(photos.router)
     app.include_router(persons.router)
+    app.include_router(faces.router)
     app.include_router(search.router)
     app.include_router(metrics.router)
     app.include_router(ui.router)

@@ -6,12 +6,12 @@ searches stays small.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from photoembed.config import Settings
+from photoembed.lazy import LoadOnce
 from photoembed.search import QueryVector
 from photoembed.sizing import resolve
 
@@ -27,17 +27,17 @@ def query_settings(settings: Settings) -> Settings:
 class QueryEmbedder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
-        self._embedder: ClipEmbedder | None = None
+        self._embedder: LoadOnce[ClipEmbedder] = LoadOnce(self._create)
+
+    def _create(self) -> ClipEmbedder:
+        from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+
+        return ClipEmbedder(query_settings(self._settings))
 
     def _loaded(self) -> ClipEmbedder:
-        with self._lock:
-            if self._embedder is None:
-                from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
-
-                self._embedder = ClipEmbedder(query_settings(self._settings))
-        self._embedder.load()
-        return self._embedder
+        embedder = self._embedder.get()
+        embedder.load()
+        return embedder
 
     def embed_text(self, text: str) -> QueryVector:
         embedder = self._loaded()

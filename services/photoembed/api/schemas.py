@@ -11,6 +11,7 @@ from photoembed.models import Photo
 
 _PHOTO_ID = "0b3f6a52-4c1e-4d8e-9a51-2f6d1c7e9a10"
 _PERSON_ID = "5d2c9e1a-7b34-4f0e-8c61-9e0a3b4d2f77"
+_FACE_ID = "9a7e2c41-0d5b-4b8e-a1f3-6c2d8e4b7f90"
 _MODEL = "open_clip:ViT-B-32:openai:a2f9c3d1e0b4:quickgelu"
 
 
@@ -34,6 +35,11 @@ class PhotoOut(BaseModel):
                     "processed_at": "2026-11-22T10:00:01Z",
                     "status_url": f"/photos/{_PHOTO_ID}",
                     "thumbnail_url": f"/photos/{_PHOTO_ID}/thumbnail",
+                    "quality_version": 2,
+                    "faces_status": "DONE",
+                    "faces_error": None,
+                    "face_count": 1,
+                    "faces_url": f"/photos/{_PHOTO_ID}/faces",
                 }
             ]
         },
@@ -54,6 +60,15 @@ class PhotoOut(BaseModel):
     processed_at: datetime | None
     status_url: str = Field(description="Where to follow this photo's status")
     thumbnail_url: str
+    quality_version: int | None = Field(
+        default=None, description="1: the image alone; 2: with its best face (README Quality)"
+    )
+    faces_status: str | None = Field(
+        default=None, description="The face stage: PENDING, PROCESSING, DONE or FAILED"
+    )
+    faces_error: str | None = None
+    face_count: int | None = None
+    faces_url: str
 
     @classmethod
     def of(cls, photo: Photo, model: str | None = None) -> PhotoOut:
@@ -73,6 +88,11 @@ class PhotoOut(BaseModel):
             processed_at=photo.processed_at,
             status_url=f"/photos/{photo.id}",
             thumbnail_url=f"/photos/{photo.id}/thumbnail",
+            quality_version=photo.quality_version,
+            faces_status=photo.faces_status,
+            faces_error=photo.faces_error,
+            face_count=photo.face_count,
+            faces_url=f"/photos/{photo.id}/faces",
         )
 
 
@@ -89,6 +109,21 @@ class PersonIn(BaseModel):
         return value
 
 
+class PersonPatch(PersonIn):
+    """Rename a person (a person the grouping made has no name until given one) or change the
+    note; fields left out stay as they are."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # type: ignore[assignment]
+
+
+class MergeIn(BaseModel):
+    """Persons whose faces and photos move to this one; they are deleted."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: list[uuid.UUID] = Field(alias="from", min_length=1, max_length=100)
+
+
 class PersonOut(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,
@@ -99,15 +134,19 @@ class PersonOut(BaseModel):
                     "name": "Ada Lovelace",
                     "note": None,
                     "created_at": "2026-11-22T10:00:00Z",
+                    "face_count": 12,
+                    "cover_face_id": _FACE_ID,
                 }
             ]
         },
     )
 
     id: uuid.UUID
-    name: str
+    name: str | None = Field(description="null for a person the grouping made, until named")
     note: str | None
     created_at: datetime
+    face_count: int = 0
+    cover_face_id: uuid.UUID | None = Field(default=None, description="The best-quality face")
 
 
 class PersonWithPhotos(PersonOut):
@@ -147,9 +186,12 @@ class SearchQuery(BaseModel):
     )
 
     text: str | None = Field(default=None, max_length=500, description="Describe the person")
+    face_id: uuid.UUID | None = Field(default=None, description="Photos with this face's person")
     photo_id: uuid.UUID | None = Field(default=None, description="Photos that look like this one")
     person_id: uuid.UUID | None = Field(
-        default=None, description="Photos that look like this person's READY photos"
+        default=None,
+        description="Photos of this person: by their faces when they have any, else by their "
+        "READY photos' mean CLIP vector",
     )
     limit: int = Field(default=20, ge=1, le=100)
     min_quality: float | None = Field(default=None, ge=0, le=1)
@@ -161,6 +203,7 @@ class SearchQuery(BaseModel):
             "text": self.text is not None and self.text.strip() != "",
             "photo_id": self.photo_id is not None,
             "person_id": self.person_id is not None,
+            "face_id": self.face_id is not None,
             "file": with_file,
         }
         return [name for name, present in given.items() if present]
@@ -172,6 +215,10 @@ class SearchHitOut(BaseModel):
     person_id: uuid.UUID | None
     quality_score: float | None
     thumbnail_url: str
+    face_id: uuid.UUID | None = Field(default=None, description="By face: the matching face")
+    face_distance: float | None = Field(
+        default=None, description="By face: L2 distance of the identity vectors (lower: closer)"
+    )
 
 
 class SearchOut(BaseModel):
@@ -180,6 +227,7 @@ class SearchOut(BaseModel):
             "examples": [
                 {
                     "query": "person_id",
+                    "by": "clip",
                     "model": _MODEL,
                     "results": [
                         {
@@ -195,7 +243,8 @@ class SearchOut(BaseModel):
         }
     )
 
-    query: str = Field(description="text, image, photo_id or person_id")
+    query: str = Field(description="text, image, photo_id, person_id or face_id")
+    by: str = Field(description="clip: whole-image CLIP vectors; face: face identity vectors")
     model: str
     results: list[SearchHitOut]
 
@@ -217,3 +266,29 @@ class EmbeddingOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class FaceOut(BaseModel):
+    id: uuid.UUID
+    photo_id: uuid.UUID
+    box: list[int] = Field(description="x, y, width, height in the photo's displayed orientation")
+    landmarks: list[list[float]] = Field(description="Five points (x, y), the model's order")
+    score: float = Field(description="The detector's score")
+    quality: float = Field(description="0..1: size, sharpness, frontalness, detection score")
+    person_id: uuid.UUID | None
+    person_name: str | None = None
+    assigned_by: str | None = Field(
+        default=None, description="auto (grouping), upload (the photo's person) or user"
+    )
+    model: str
+    thumbnail_url: str
+
+
+class FacePage(BaseModel):
+    items: list[FaceOut]
+
+
+class FacePatch(BaseModel):
+    person_id: uuid.UUID | None = Field(
+        description="This face is this person; null: it is nobody known (the grouping keeps off)"
+    )

@@ -15,19 +15,21 @@ from photoembed.config import Settings
 
 
 def run_selfcheck(settings: Settings, record: bool) -> int:
-    from photoembed.clip.factory import image_embedder
-    from photoembed.clip.selfcheck import run_selfcheck as check
     from photoembed.sizing import resolve
+    from photoembed.worker.boot_checks import run_boot_checks
 
-    settings = resolve(settings)
-    result = check(settings, image_embedder(settings), record=record)
-    for finding in result.findings:
-        log.error("selfcheck.failed", code=finding.code, finding=finding.message)
-    if not result.ok:
+    results = run_boot_checks(resolve(settings), record=record)
+    for result in results:
+        for finding in result.findings:
+            log.error("selfcheck.failed", code=finding.code, finding=finding.message)
+    if not all(result.ok for result in results):
         return 1
-    if result.recorded:
-        log.info("selfcheck.recorded", model=result.identity, reference=str(result.reference_path))
-    log.info("selfcheck.passed", model=result.identity)
+    for result in results:
+        if result.recorded:
+            log.info(
+                "selfcheck.recorded", model=result.identity, reference=str(result.reference_path)
+            )
+        log.info("selfcheck.passed", model=result.identity)
     return 0
 
 

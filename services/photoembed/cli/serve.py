@@ -60,11 +60,13 @@ def _fresh_metrics_dir(path: Path) -> Path:
 
 
 def worker_command(settings: Settings) -> list[str]:
+    """Photos' queue, and the faces' queue with FACES_ENABLED."""
+    queues = [settings.queue_name] + ([settings.face_queue_name] if settings.faces_enabled else [])
     return [
         sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
         "--processes", str(settings.worker_processes),
         "--threads", str(settings.worker_threads),
-        "--queues", settings.queue_name,
+        "--queues", *queues,
         "--skip-logging",
     ]  # fmt: skip
 

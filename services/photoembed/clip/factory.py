@@ -12,27 +12,24 @@ the imports below are inside the function on purpose.
 
 from __future__ import annotations
 
-import os
-
 from photoembed.clip.contract import ImageEmbedder
 from photoembed.config import Settings
+from photoembed.lazy import PerProcess
 
-_embedder: ImageEmbedder | None = None
-_embedder_pid: int | None = None
+_embedder: PerProcess[ImageEmbedder] = PerProcess()
 
 
 def image_embedder(settings: Settings) -> ImageEmbedder:
     """The process's image embedder for the configured runtime (text tower not kept); a forked
     child gets its own, never the parent's. `settings` must be resolved (`sizing.resolve`)."""
-    global _embedder, _embedder_pid
-    if _embedder is None or _embedder_pid != os.getpid():
+
+    def create() -> ImageEmbedder:
         if settings.embed_runtime == "onnx":
             from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder
 
-            _embedder = OnnxEmbedder(settings)
-        else:
-            from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+            return OnnxEmbedder(settings)
+        from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
-            _embedder = ClipEmbedder(settings, image_only=True)
-        _embedder_pid = os.getpid()
-    return _embedder
+        return ClipEmbedder(settings, image_only=True)
+
+    return _embedder.get(create)

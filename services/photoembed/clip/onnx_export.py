@@ -165,7 +165,7 @@ def ensure_onnx(settings: Settings) -> Path:
     if path.exists() or sidecar_path(path).exists():
         log.warning("model.onnx_stale", onnx=str(path), reason="checksum or sidecar mismatch")
     embedder = ClipEmbedder(settings, image_only=True)
-    _, findings = load_recording(embedder)
+    _, findings = load_recording(embedder.load)
     if findings:
         raise ModelLoadError(
             "loading the torch model to export it failed the self-check: "

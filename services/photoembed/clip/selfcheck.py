@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from photoembed.models import SUPPORTED_DIMS
 from photoembed.photos import decode_limits
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,17 +85,24 @@ def _known_false_warning(record: logging.LogRecord, loaded: LoadedInfo | None) -
     return transformers.known_false_warning(record, getattr(loaded, "model", None))
 
 
-def load_recording(embedder: ImageEmbedder) -> tuple[LoadedInfo | None, list[Finding]]:
+def load_recording(
+    load: Callable[[], T],
+    excuse: Callable[[logging.LogRecord, T | None], str | None] | None = None,
+    what: str = "the model",
+) -> tuple[T | None, list[Finding]]:
+    """Run `load` while recording every Python warning and every WARNING-or-worse log record;
+    each one (but those `excuse` explains away) is a finding. Used for the CLIP model and for the
+    face models alike."""
     findings: list[Finding] = []
     handler = _RecordingHandler()
     root = logging.getLogger()
     root.addHandler(handler)
-    loaded: LoadedInfo | None = None
+    loaded: T | None = None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                loaded = embedder.load()
+                loaded = load()
             except ModelLoadError as exc:
                 findings.append(Finding("model_unavailable", str(exc)))
             except Exception as exc:
@@ -103,29 +113,54 @@ def load_recording(embedder: ImageEmbedder) -> tuple[LoadedInfo | None, list[Fin
         findings.append(
             Finding(
                 "load_warning",
-                f"{warning.category.__name__} while loading the model: {warning.message} "
+                f"{warning.category.__name__} while loading {what}: {warning.message} "
                 f"({warning.filename}:{warning.lineno})",
             )
         )
     for record in handler.records:
-        excuse = _known_false_warning(record, loaded)
-        if excuse is not None:
-            log.info("selfcheck.excused", warning=record.getMessage(), reason=excuse)
+        excused = excuse(record, loaded) if excuse is not None else None
+        if excused is not None:
+            log.info("selfcheck.excused", warning=record.getMessage(), reason=excused)
             continue
         findings.append(
             Finding(
                 "load_log",
-                f"{record.levelname} from {record.name} while loading the model: "
+                f"{record.levelname} from {record.name} while loading {what}: "
                 f"{record.getMessage()}",
             )
         )
     return loaded, findings
 
 
+def compare_with_reference(
+    path: Path, vector: np.ndarray, identity: str, tolerance: float, fix: str
+) -> Finding | None:
+    """A `reference_mismatch` finding when the vector recorded in `path` differs from `vector` by
+    more than `tolerance` (max abs); nothing when it agrees or none is recorded."""
+    if not path.is_file():
+        return None
+    reference = json.loads(path.read_text())
+    expected = np.asarray(reference["vector"], dtype=np.float64)
+    diff = max_abs_difference(expected, vector.astype(np.float64))
+    if diff <= tolerance:
+        return None
+    return Finding(
+        "reference_mismatch",
+        f"the probe vector differs from the reference recorded in {path} for "
+        f"{reference.get('model')} by {diff:.2e} (max abs, tolerance {tolerance:.0e}); now "
+        f"loaded as {identity}. {fix}",
+    )
+
+
+def record_reference(path: Path, vector: np.ndarray, identity: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": identity, "vector": vector.tolist()}) + "\n")
+
+
 def run_selfcheck(
     settings: Settings, embedder: ImageEmbedder, *, record: bool = False
 ) -> SelfCheckResult:
-    loaded, findings = load_recording(embedder)
+    loaded, findings = load_recording(embedder.load, _known_false_warning)
     result = SelfCheckResult(findings=findings)
     if loaded is None:
         return result
@@ -169,23 +204,18 @@ def run_selfcheck(
     if record:
         if findings:  # never record a reference from a model that is already wrong
             return result
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"model": loaded.identity, "vector": vector.tolist()}) + "\n")
+        record_reference(path, vector, loaded.identity)
         result.recorded = True
-    elif path.is_file():
-        reference = json.loads(path.read_text())
-        expected = np.asarray(reference["vector"], dtype=np.float64)
-        diff = max_abs_difference(expected, vector)
-        if diff > REFERENCE_TOLERANCE:
-            findings.append(
-                Finding(
-                    "reference_mismatch",
-                    f"the probe embedding differs from the reference recorded in {path} for "
-                    f"{reference.get('model')} by {diff:.2e} (max abs, tolerance "
-                    f"{REFERENCE_TOLERANCE:.0e}); now loaded as {loaded.identity}. Check "
-                    f"CLIP_QUICK_GELU and the weights; re-record only if the change is intended.",
-                )
-            )
+    else:
+        mismatch = compare_with_reference(
+            path,
+            vector,
+            loaded.identity,
+            REFERENCE_TOLERANCE,
+            "Check CLIP_QUICK_GELU and the weights; re-record only if the change is intended.",
+        )
+        if mismatch is not None:
+            findings.append(mismatch)
     return result
 
 

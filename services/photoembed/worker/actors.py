@@ -17,11 +17,20 @@ from dramatiq.middleware.prometheus import Prometheus
 from photoembed.clip.factory import image_embedder
 from photoembed.config import get_settings
 from photoembed.db import set_pool_size
+from photoembed.faces.factory import face_model
 from photoembed.logging import configure_logging
 from photoembed.metrics import QUEUE_LAG_SECONDS
-from photoembed.photos import storage_for
-from photoembed.queue import BACKFILL_PHOTO, EMBED_PHOTO, build_broker
+from photoembed.models import PhotoStatus
+from photoembed.photos import enqueue_or_defer, storage_for
+from photoembed.queue import (
+    BACKFILL_PHOTO,
+    DETECT_FACES,
+    EMBED_PHOTO,
+    build_broker,
+    detect_faces_message,
+)
 from photoembed.sizing import resolve
+from photoembed.worker.face_stage import process_faces
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
 from photoembed.worker.pipeline import (
     backfill_one,
@@ -61,10 +70,18 @@ def embed_photo(photo_id: str) -> None:
     message = CurrentMessage.get_current_message()
     assert message is not None
     QUEUE_LAG_SECONDS.observe(max(0.0, time.time() - message.message_timestamp / 1000))
+    faces = detect_faces_message(settings, uuid.UUID(photo_id)) if settings.faces_enabled else None
     with retried_when_transient():
-        process_photo(
-            uuid.UUID(photo_id), message.message_id, settings, image_embedder(settings), storage
+        outcome = process_photo(
+            uuid.UUID(photo_id),
+            message.message_id,
+            settings,
+            image_embedder(settings),
+            storage,
+            faces.message_id if faces else None,
         )
+    if faces is not None and outcome == PhotoStatus.READY:
+        enqueue_or_defer(broker, faces, uuid.UUID(photo_id))
 
 
 @dramatiq.actor(actor_name=BACKFILL_PHOTO, **ACTOR_OPTIONS)
@@ -72,3 +89,19 @@ def backfill_photo(photo_id: str) -> None:
     """Give an existing photo a vector of this worker's model; its status does not change."""
     with retried_when_transient():
         backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings), storage)
+
+
+# Faces wait behind photos (a higher priority number) and never hold up a photo's READY.
+@dramatiq.actor(
+    actor_name=DETECT_FACES,
+    **{**ACTOR_OPTIONS, "queue_name": settings.face_queue_name},
+    priority=10,
+)
+def detect_faces(photo_id: str) -> None:
+    """Find the faces of a READY photo, store them with their persons (faces_status DONE)."""
+    message = CurrentMessage.get_current_message()
+    assert message is not None
+    with retried_when_transient():
+        process_faces(
+            uuid.UUID(photo_id), message.message_id, settings, face_model(settings), storage
+        )

@@ -9,12 +9,11 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import MiddlewareError
 
-from photoembed.clip.factory import image_embedder
-from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 from photoembed.metrics import WORKER_READY
 from photoembed.sizing import plan_sizing
+from photoembed.worker.boot_checks import run_boot_checks
 from photoembed.worker.sweeper import SweeperThread
 
 log = get_logger(__name__)
@@ -26,7 +25,8 @@ class SelfCheckFailed(MiddlewareError):
 
 
 class ModelSelfCheck(dramatiq.Middleware):
-    """Loads the model in the worker process and refuses to start on any finding.
+    """Loads the models (CLIP, and the face model with FACES_ENABLED) in the worker process and
+    refuses to start on any finding.
 
     Hook: `before_worker_boot` runs in each worker process after the fork and before the worker's
     consumers exist, so no message can be taken from Redis by a worker that fails the check.
@@ -36,14 +36,16 @@ class ModelSelfCheck(dramatiq.Middleware):
         self.settings = settings
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        result = run_selfcheck(self.settings, image_embedder(self.settings))
-        for finding in result.findings:
+        results = run_boot_checks(self.settings)
+        findings = [finding for result in results for finding in result.findings]
+        for finding in findings:
             log.error("selfcheck.failed", code=finding.code, finding=finding.message)
-        if not result.ok:
+        if findings:
             raise SelfCheckFailed(
-                f"model self-check failed with {len(result.findings)} finding(s); not starting"
+                f"model self-check failed with {len(findings)} finding(s); not starting"
             )
-        log.info("selfcheck.passed", model=result.identity)
+        for result in results:
+            log.info("selfcheck.passed", model=result.identity)
         WORKER_READY.set(1)
         sizing = plan_sizing(self.settings)
         log.info(
@@ -63,6 +65,7 @@ class ModelSelfCheck(dramatiq.Middleware):
                 self.settings.retry_max_backoff_ms,
             ],
             give_up_after_seconds=self.settings.give_up_after_seconds,
+            faces=self.settings.face_model if self.settings.faces_enabled else "off",
         )
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

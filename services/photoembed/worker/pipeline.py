@@ -66,8 +66,21 @@ def retried_when_transient() -> Iterator[None]:
         raise Retry(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, PhotoBytesMissing) else f"{type(exc).__name__}: {exc}"
+
+
+def unfinished_attempts_error(attempts: int, max_attempts: int) -> str:
+    """Why a stage claimed more than MAX_ATTEMPTS times ends FAILED."""
+    return (
+        f"gave up after {attempts - 1} attempts that did not finish "
+        f"(the worker died or timed out each time; MAX_ATTEMPTS={max_attempts})"
+    )
+
+
+def last_attempt_error(attempts: int, error: str) -> str:
+    """Why a stage whose last allowed attempt hit a transient error ends FAILED."""
+    return f"gave up after {attempts} attempts (MAX_ATTEMPTS); last: {error}"
 
 
 def fail(
@@ -91,8 +104,11 @@ def process_photo(
     settings: Settings,
     embedder: ImageEmbedder,
     storage: PhotoStorage,
+    faces_message_id: str | None = None,
 ) -> str:
-    """Run one photo through the pipeline and return its outcome (a PhotoStatus or 'skipped')."""
+    """Run one photo through the pipeline and return its outcome (a PhotoStatus or 'skipped').
+    With `faces_message_id`, READY also makes its face stage PENDING under that message, which
+    the caller sends once this returns READY."""
     started = time.perf_counter()
     try:
         with session_scope(settings.database_url) as session:
@@ -100,16 +116,13 @@ def process_photo(
                 session, photo_id, message_id, settings.claim_lease_seconds
             )
     except TRANSIENT_ERRORS as exc:
-        log.warning("photo.retrying", error=_describe(exc), attempt=None)
+        log.warning("photo.retrying", error=describe(exc), attempt=None)
         raise
     if claimed is None:
         log.info("photo.skipped", reason="not PENDING, or claimed by another worker")
         return "skipped"
     if claimed.attempts > settings.max_attempts:
-        error = (
-            f"gave up after {claimed.attempts - 1} attempts that did not finish "
-            f"(the worker died or timed out each time; MAX_ATTEMPTS={settings.max_attempts})"
-        )
+        error = unfinished_attempts_error(claimed.attempts, settings.max_attempts)
         return fail(settings.database_url, photo_id, error, "attempts_exhausted")
 
     STATUS_TRANSITIONS.labels(PhotoStatus.PROCESSING).inc()
@@ -119,13 +132,13 @@ def process_photo(
             insert_embedding(
                 session, photo_id, embedded.vector.tolist(), embedder.load(), embedded.decode_mode
             )
-            stored = repository.mark_ready(session, photo_id, embedded.quality)
+            stored = repository.mark_ready(session, photo_id, embedded.quality, faces_message_id)
     except ImageError as exc:
         return fail(settings.database_url, photo_id, str(exc), "bad_input", level="warning")
     except TRANSIENT_ERRORS as exc:
-        error = _describe(exc)
+        error = describe(exc)
         if claimed.attempts >= settings.max_attempts:
-            error = f"gave up after {claimed.attempts} attempts (MAX_ATTEMPTS); last: {error}"
+            error = last_attempt_error(claimed.attempts, error)
             # If the database is what failed, the lease runs out and the next claim ends it.
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 fail(settings.database_url, photo_id, error, "attempts_exhausted")

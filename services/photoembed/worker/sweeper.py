@@ -1,6 +1,7 @@
 """The sweeper: re-sends photos whose message was lost, so nothing stays PENDING or PROCESSING.
 
-Two cases, both safe to repeat because the claim is idempotent:
+Two cases, both safe to repeat because the claim is idempotent (and the same two for the face
+stage of READY photos):
 * PENDING past a grace period whose message Redis no longer holds (a crash between the commit and
   the send, an enqueue while Redis was down, a Redis that lost its data, a dead-lettered retry);
 * PROCESSING past its lease (the worker holding it died, and no redelivery came).
@@ -19,10 +20,11 @@ from dramatiq.brokers.redis import RedisBroker
 from photoembed import repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
+from photoembed.faces import store
 from photoembed.logging import get_logger
 from photoembed.metrics import PHOTO_FAILURES, STATUS_TRANSITIONS
 from photoembed.models import PhotoStatus
-from photoembed.photos import send
+from photoembed.photos import send, send_for_faces
 from photoembed.queue import message_is_queued
 
 log = get_logger(__name__)
@@ -36,6 +38,7 @@ class SweepResult:
     resent_pending: int = 0
     resent_expired: int = 0
     gave_up: int = 0
+    resent_faces: int = 0
 
 
 def sweep_once(settings: Settings, broker: RedisBroker) -> SweepResult:
@@ -43,6 +46,9 @@ def sweep_once(settings: Settings, broker: RedisBroker) -> SweepResult:
         gave_up = repository.give_up_overdue(session, settings.give_up_after_seconds, BATCH)
         pending = repository.lost_pending(session, settings.sweep_pending_grace_seconds, BATCH)
         expired = repository.expired_leases(session, settings.claim_lease_seconds, BATCH)
+        faces = store.lost_faces(
+            session, settings.sweep_pending_grace_seconds, settings.claim_lease_seconds, BATCH
+        )
     for _ in gave_up:
         PHOTO_FAILURES.labels("gave_up").inc()
         STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
@@ -52,11 +58,22 @@ def sweep_once(settings: Settings, broker: RedisBroker) -> SweepResult:
         if not (message_id and message_is_queued(broker, settings.queue_name, message_id))
     ]
     send(settings, broker, lost + expired)
+    lost_faces = [
+        photo_id
+        for photo_id, message_id in faces
+        if not (message_id and message_is_queued(broker, settings.face_queue_name, message_id))
+    ]
+    send_for_faces(settings, broker, lost_faces)
     result = SweepResult(
-        resent_pending=len(lost), resent_expired=len(expired), gave_up=len(gave_up)
+        resent_pending=len(lost),
+        resent_expired=len(expired),
+        gave_up=len(gave_up),
+        resent_faces=len(lost_faces),
     )
-    if lost or expired:
-        log.warning("sweeper.resent", pending=len(lost), expired_lease=len(expired))
+    if lost or expired or lost_faces:
+        log.warning(
+            "sweeper.resent", pending=len(lost), expired_lease=len(expired), faces=len(lost_faces)
+        )
     if gave_up:
         log.error(
             "sweeper.gave_up",

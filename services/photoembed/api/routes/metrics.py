@@ -1,6 +1,6 @@
 """Prometheus exposition of the API's metrics (the worker serves its own on METRICS_PORT), with
 what the API reads from outside itself: the backlog in Postgres (photos by status, the oldest
-PENDING one's age), whether each dependency answers (what `/readyz` decides), the dead-lettered
+PENDING photo's and face stage's age), whether each dependency answers (what `/readyz` decides), the dead-lettered
 messages in Redis and the database's connections against its limit. monitoring/alerts.yml reads
 them."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dramatiq.brokers.redis import RedisBroker
@@ -24,6 +24,7 @@ from photoembed.api.deps import require_api_key
 from photoembed.api.readiness import probes
 from photoembed.config import Settings
 from photoembed.db import connection_usage, session_scope
+from photoembed.faces import store
 from photoembed.logging import get_logger
 from photoembed.storage import PhotoStorage
 
@@ -37,9 +38,9 @@ READ_TTL_S = 5.0
 class _Reading:
     up: dict[str, bool] = field(default_factory=dict)
     counts: dict[str, int] | None = None
-    oldest_pending_s: float = 0.0
+    oldest_pending_s: dict[str, float] = field(default_factory=dict)  # by queue
     connections: tuple[int, int] | None = None  # (in use, max_connections)
-    dead_letters: int | None = None
+    dead_letters: dict[str, int] | None = None  # by queue
 
 
 class OperationsCollector(Collector):
@@ -66,12 +67,17 @@ class OperationsCollector(Collector):
         if reading.up["database"]:
             with session_scope(self.settings.database_url) as session:
                 reading.counts = repository.status_counts(session)
-                reading.oldest_pending_s = repository.oldest_pending_age_seconds(session)
+                reading.oldest_pending_s = {
+                    self.settings.queue_name: repository.oldest_pending_age_seconds(session),
+                    self.settings.face_queue_name: store.oldest_faces_pending_age_seconds(session),
+                }
             usage = connection_usage(self.settings.database_url)
             reading.connections = (usage.in_use, usage.max_connections)
         if reading.up["broker"]:
-            dead = f"{self.broker.namespace}:{self.settings.queue_name}.XQ"
-            reading.dead_letters = int(self.broker.client.zcard(dead))
+            reading.dead_letters = {
+                queue: int(self.broker.client.zcard(f"{self.broker.namespace}:{queue}.XQ"))
+                for queue in (self.settings.queue_name, self.settings.face_queue_name)
+            }
         return reading
 
     def collect(self) -> Iterator[Metric]:
@@ -80,7 +86,6 @@ class OperationsCollector(Collector):
                 self._reading = self._read()
                 self._read_at = time.monotonic()
             reading = self._reading
-        queue = self.settings.queue_name
         up = GaugeMetricFamily(
             "photoembed_dependency_up",
             "1 when the dependency answers the API (what /readyz decides), else 0.",
@@ -98,8 +103,8 @@ class OperationsCollector(Collector):
             yield photos
             yield _per_queue(
                 "photoembed_oldest_pending_age_seconds",
-                "Seconds since the oldest PENDING photo was submitted (0 when none waits).",
-                queue,
+                "Seconds the oldest PENDING work of the queue has waited (photos: since submitted; "
+                "faces: since sent), 0 when none waits.",
                 reading.oldest_pending_s,
             )
         if reading.connections is not None:
@@ -117,14 +122,14 @@ class OperationsCollector(Collector):
             yield _per_queue(
                 "photoembed_dead_letters",
                 "Messages Dramatiq dead-lettered on the queue (kept 7 days by Dramatiq).",
-                queue,
                 reading.dead_letters,
             )
 
 
-def _per_queue(name: str, documentation: str, queue: str, value: float) -> GaugeMetricFamily:
+def _per_queue(name: str, documentation: str, values: Mapping[str, float]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily(name, documentation, labels=["queue"])
-    gauge.add_metric([queue], value)
+    for queue, value in values.items():
+        gauge.add_metric([queue], value)
     return gauge
 
 

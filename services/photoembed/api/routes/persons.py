@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from photoembed import repository
 from photoembed.api.deps import SessionDep, StorageDep, require_api_key
@@ -20,14 +20,17 @@ from photoembed.api.pagination import (
 )
 from photoembed.api.schemas import (
     ErrorOut,
+    MergeIn,
     PersonIn,
     PersonOut,
     PersonPage,
+    PersonPatch,
     PersonWithPhotos,
     PhotoPage,
 )
+from photoembed.faces.grouping import lock_grouping
 from photoembed.logging import get_logger
-from photoembed.models import Person, Photo
+from photoembed.models import Assignment, Face, Person, Photo
 from photoembed.photos import remove_photos
 
 log = get_logger(__name__)
@@ -42,6 +45,24 @@ def _get_or_404(session: SessionDep, person_id: uuid.UUID) -> Person:
     return person
 
 
+def persons_out(session: SessionDep, persons: list[Person]) -> list[PersonOut]:
+    faces = repository.person_faces(session, [person.id for person in persons])
+    out = []
+    for person in persons:
+        summary = faces.get(person.id)
+        out.append(
+            PersonOut(
+                id=person.id,
+                name=person.name,
+                note=person.note,
+                created_at=person.created_at,
+                face_count=summary.face_count if summary else 0,
+                cover_face_id=summary.cover_face_id if summary else None,
+            )
+        )
+    return out
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PersonOut)
 def create_person(person: PersonIn, session: SessionDep) -> PersonOut:
     """Create a person; attach photos at upload (`person_id`) or later (`PATCH /photos/{id}`)."""
@@ -49,21 +70,22 @@ def create_person(person: PersonIn, session: SessionDep) -> PersonOut:
     session.add(row)
     session.commit()
     log.info("person.created", person_id=str(row.id))
-    return PersonOut.model_validate(row)
+    return persons_out(session, [row])[0]
 
 
 @router.get("", response_model=PersonPage)
 def list_persons(
     session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> PersonPage:
-    """Persons by name, a page at a time: pass `next_cursor` as `cursor` for the next page."""
+    """Persons by name (unnamed ones, made by the face grouping, first), each with its number of
+    faces and its best face (`cover_face_id`); pass `next_cursor` as `cursor` for the next page."""
     rows, more = page(
         repository.persons_page(session, limit=limit, after=name_cursor(cursor)), limit
     )
     last = rows[-1] if rows else None
     return PersonPage(
-        items=[PersonOut.model_validate(row) for row in rows],
-        next_cursor=encode_cursor(last.name, last.id) if more and last else None,
+        items=persons_out(session, list(rows)),
+        next_cursor=encode_cursor(last.name or "", last.id) if more and last else None,
     )
 
 
@@ -74,7 +96,7 @@ def get_person(person_id: uuid.UUID, session: SessionDep) -> PersonWithPhotos:
     person = _get_or_404(session, person_id)
     photos = photo_page(session, PERSON_PHOTOS, None, person_id=person_id)
     return PersonWithPhotos(
-        **PersonOut.model_validate(person).model_dump(),
+        **persons_out(session, [person])[0].model_dump(),
         photos=photos.items,
         photos_next_cursor=photos.next_cursor,
     )
@@ -88,9 +110,55 @@ def list_person_photos(
     cursor: CursorQuery = None,
     photo_status: StatusQuery = None,
 ) -> PhotoPage:
-    """The person's photos, newest first, a page at a time (the person's gallery)."""
+    """The person's photos, newest first, a page at a time (the person's gallery): those
+    uploaded for them and those where their face was found."""
     _get_or_404(session, person_id)
     return photo_page(session, limit, cursor, photo_status, person_id)
+
+
+@router.patch("/{person_id}", response_model=PersonOut, responses={404: {"model": ErrorOut}})
+def update_person(person_id: uuid.UUID, change: PersonPatch, session: SessionDep) -> PersonOut:
+    """Name (or rename) a person, or change the note; fields not sent stay as they are."""
+    person = _get_or_404(session, person_id)
+    if "name" in change.model_fields_set and change.name is not None:
+        person.name = change.name
+    if "note" in change.model_fields_set:
+        person.note = change.note
+    session.commit()
+    log.info("person.updated", person_id=str(person_id))
+    return persons_out(session, [person])[0]
+
+
+@router.post(
+    "/{person_id}/merge",
+    response_model=PersonOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+def merge_persons(person_id: uuid.UUID, merge: MergeIn, session: SessionDep) -> PersonOut:
+    """Move the faces and photos of the persons in `from` to this one and delete them. A merge
+    is a person's choice: the moved faces count as placed by a user, and no recluster undoes
+    it."""
+    target = _get_or_404(session, person_id)
+    sources = [_get_or_404(session, source) for source in dict.fromkeys(merge.from_)]
+    if any(source.id == person_id for source in sources):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="a person cannot be merged into itself"
+        )
+    ids = [source.id for source in sources]
+    lock_grouping(session)
+    session.execute(
+        update(Face)
+        .where(Face.person_id.in_(ids))
+        .values(person_id=person_id, assigned_by=Assignment.USER)
+    )
+    session.execute(update(Photo).where(Photo.person_id.in_(ids)).values(person_id=person_id))
+    if target.name is None:
+        target.name = next((source.name for source in sources if source.name), None)
+    for source in sources:
+        session.delete(source)
+    session.commit()
+    log.info("person.merged", person_id=str(person_id), merged=[str(i) for i in ids])
+    return persons_out(session, [target])[0]
 
 
 @router.delete(
@@ -100,6 +168,10 @@ def delete_person(person_id: uuid.UUID, session: SessionDep, storage: StorageDep
     """Delete the person with their photos, the photos' vectors and files."""
     person = _get_or_404(session, person_id)
     photos = list(session.scalars(select(Photo).where(Photo.person_id == person_id)))
+    # their faces in other people's photos become unplaced again, for the grouping to take up
+    session.execute(
+        update(Face).where(Face.person_id == person_id).values(person_id=None, assigned_by=None)
+    )
     remove_photos(session, storage, photos)
     session.delete(person)
     session.commit()

@@ -28,7 +28,17 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError, load_rgb
 from photoembed.photos import decode_limits
-from photoembed.search import QueryVector, SearchHit, person_query, photo_query, search_similar
+from photoembed.search import (
+    FaceQuery,
+    QueryVector,
+    SearchHit,
+    face_query,
+    person_face_query,
+    person_query,
+    photo_query,
+    search_by_face,
+    search_similar,
+)
 from photoembed.storage import StagedFile
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
@@ -63,6 +73,7 @@ SEARCH_BODY: dict[str, Any] = {
                         "text": {"type": "string", "maxLength": 500},
                         "photo_id": {"type": "string", "format": "uuid"},
                         "person_id": {"type": "string", "format": "uuid"},
+                        "face_id": {"type": "string", "format": "uuid"},
                         "limit": {"type": "integer", "minimum": 1, "maximum": 100},
                         "min_quality": {"type": "number", "minimum": 0, "maximum": 1},
                         "filter_person_id": {"type": "string", "format": "uuid"},
@@ -146,11 +157,32 @@ def _stored_query(
     return found
 
 
-def _rank(settings: Settings, vector: QueryVector, query: SearchQuery) -> list[SearchHit]:
+def _face_query(settings: Settings, kind: str, query: SearchQuery) -> FaceQuery | None:
+    """The faces to search by: the face asked for, or the person's faces (None: the person has
+    none, and is searched by CLIP)."""
     with session_scope(settings.database_url) as session:
-        return search_similar(
+        if kind == "face_id":
+            assert query.face_id is not None
+            found = face_query(session, query.face_id)
+            if found is None:
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND, detail=f"face {query.face_id} not found"
+                )
+            return found
+        if kind == "person_id":
+            assert query.person_id is not None
+            return person_face_query(session, query.person_id)
+    return None
+
+
+def _rank(
+    settings: Settings, vector: QueryVector | FaceQuery, query: SearchQuery
+) -> list[SearchHit]:
+    with session_scope(settings.database_url) as session:
+        rank = search_by_face if isinstance(vector, FaceQuery) else search_similar
+        return rank(
             session,
-            vector,
+            vector,  # type: ignore[arg-type]
             limit=query.limit,
             min_quality=query.min_quality,
             person_id=query.filter_person_id,
@@ -178,11 +210,15 @@ async def search(
     active_model: ActiveModelDep,
     embedder: QueryEmbedderDep,
 ) -> SearchOut:
-    """Send exactly one query: JSON `{"text": ...}`, `{"photo_id": ...}` or `{"person_id": ...}`,
-    or a multipart form with the image in `file` (the same fields work as form fields too).
+    """Send exactly one query: JSON `{"text": ...}`, `{"photo_id": ...}`, `{"person_id": ...}`
+    or `{"face_id": ...}`, or a multipart form with the image in `file` (the same fields work as
+    form fields too).
 
-    A person is searched by the normalised mean of their READY photos' vectors. Results are ranked
-    by cosine similarity among vectors of the same model as the query.
+    A person with known faces is searched by face (`"by": "face"`): photos ranked by their face
+    nearest to any of the person's best faces (L2 of identity vectors, `face_distance`); a person
+    without faces by the normalised mean CLIP vector of their READY photos (`"by": "clip"`),
+    ranked by cosine similarity among vectors of the same model. A `face_id` searches by that
+    face.
     """
     query, staged = await _read_query(request, settings, storage)
     chosen = query.queries(with_file=staged is not None)
@@ -192,17 +228,23 @@ async def search(
         received = " and ".join(chosen) if chosen else "none of them"
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"send exactly one of text, photo_id, person_id or file; received {received}",
+            detail=(
+                f"send exactly one of text, photo_id, person_id, face_id or file; "
+                f"received {received}"
+            ),
         )
     kind = chosen[0]
+    vector: QueryVector | FaceQuery | None = None
     try:
-        if kind == "text":
+        if kind in ("person_id", "face_id"):
+            vector = await run_in_threadpool(_face_query, settings, kind, query)
+        if vector is None and kind == "text":
             assert query.text is not None
             vector = await run_in_threadpool(embedder.embed_text, query.text)
-        elif kind == "file":
+        elif vector is None and kind == "file":
             assert staged is not None
             vector = await run_in_threadpool(_embed_file, embedder, settings, storage, staged)
-        else:
+        elif vector is None:
             vector = await run_in_threadpool(_stored_query, settings, kind, query, active_model)
     except ModelLoadError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
@@ -211,6 +253,7 @@ async def search(
     hits = await run_in_threadpool(_rank, settings, vector, query)
     return SearchOut(
         query="image" if kind == "file" else kind,
+        by="face" if isinstance(vector, FaceQuery) else "clip",
         model=vector.model,
         results=[
             SearchHitOut(
@@ -219,6 +262,8 @@ async def search(
                 person_id=hit.person_id,
                 quality_score=hit.quality_score,
                 thumbnail_url=f"/photos/{hit.photo_id}/thumbnail",
+                face_id=hit.face_id,
+                face_distance=hit.face_distance,
             )
             for hit in hits
         ],

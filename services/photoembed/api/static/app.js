@@ -2,9 +2,11 @@
 // photo-embed UI: plain JS against the HTTP API. The key is asked once and kept in localStorage.
 const $ = (id) => document.getElementById(id);
 const KEY = "photoembed.apiKey";
-let persons = new Map();
+let persons = new Map(); // id -> name (null: a person the face grouping made, not named yet)
+let personList = [];
 let limits = null;
 let galleryCursor = null;
+let photosCursor = null;
 
 function apiKey() { return localStorage.getItem(KEY); }
 
@@ -29,6 +31,11 @@ function showKeyPanel(message = "") {
   $("key-error").textContent = message;
 }
 
+function label(id) {
+  if (!persons.has(id)) { return "someone"; }
+  return persons.get(id) || "Unnamed person";
+}
+
 function megabytes(bytes) { return `${(bytes / 1048576).toFixed(1)} MB`; }
 
 function confirmDelete(text) {
@@ -46,6 +53,7 @@ async function start() {
   $("key-panel").hidden = true; $("app").hidden = false; $("forget-key").hidden = false;
   $("limit-hint").textContent = `${limits.accepted_formats}, up to ${megabytes(limits.max_upload_bytes)} each`;
   await loadPersons();
+  await showPhotos();
 }
 
 async function allPersons() {
@@ -62,14 +70,71 @@ async function allPersons() {
 
 async function loadPersons(selected = $("person-select").value) {
   const list = await allPersons();
+  personList = list;
   persons = new Map(list.map((p) => [p.id, p.name]));
   const shown = $("gallery-person").value;
-  const options = () => list.map((p) => new Option(p.name, p.id));
+  const options = () => list.map((p) => new Option(label(p.id), p.id));
   $("person-select").replaceChildren(new Option("(none)", ""), ...options());
   $("person-select").value = persons.has(selected) ? selected : "";
   $("gallery-person").replaceChildren(new Option("(choose a person)", ""), ...options());
   $("gallery-person").value = persons.has(shown) ? shown : "";
-  personChosen();
+  showPeople();
+  await personChosen();
+}
+
+// --- people: a card per person, with their best face; unnamed ones named inline ------------------
+
+function showPeople() {
+  const chosen = $("gallery-person").value;
+  $("people").replaceChildren(...personList.map((person) => {
+    const li = document.createElement("li");
+    li.className = "card person" + (person.id === chosen ? " selected" : "");
+    li.dataset.personId = person.id;
+    const open = document.createElement("button");
+    open.type = "button"; open.className = "open";
+    open.setAttribute("aria-label", `Show the photos of ${label(person.id)}`);
+    const img = document.createElement("img"); img.alt = "";
+    open.append(img);
+    if (person.cover_face_id) { thumbnail(img, `/faces/${person.cover_face_id}/thumbnail`); }
+    open.addEventListener("click", () => { $("gallery-person").value = person.id; personChosen(); });
+    const caption = document.createElement("div");
+    const name = document.createElement("span");
+    name.className = "person-name" + (person.name ? "" : " unnamed"); name.textContent = label(person.id);
+    caption.append(name, ` · ${person.face_count} face(s)`);
+    const rename = document.createElement("form");
+    rename.className = "rename row";
+    const input = document.createElement("input");
+    input.value = person.name || ""; input.placeholder = "Name"; input.required = true;
+    input.setAttribute("aria-label", `Name for ${label(person.id)}`);
+    const save = document.createElement("button"); save.type = "submit"; save.className = "small"; save.textContent = "Save";
+    rename.append(input, save);
+    rename.addEventListener("submit", (event) => { event.preventDefault(); renamePerson(person.id, input.value.trim()); });
+    li.append(open, caption, rename);
+    return li;
+  }));
+  const unnamed = personList.filter((p) => !p.name).length;
+  $("people-status").textContent = personList.length
+    ? `${personList.length} people${unnamed ? `, ${unnamed} found by face and not named yet` : ""}`
+    : "No people yet: add one above, or upload photos and faces will be grouped";
+}
+
+async function renamePerson(id, name) {
+  if (!name) { return; }
+  const response = await api(`/persons/${id}`, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }) });
+  if (!response.ok) { $("people-status").textContent = await detail(response); return; }
+  await loadPersons();
+  $("people-status").textContent = `Named ${name}`;
+}
+
+async function mergePersons() {
+  const into = $("gallery-person").value;
+  const from = $("merge-from").value;
+  if (!into || !from) { return; }
+  const fromName = label(from);
+  const response = await api(`/persons/${into}/merge`, json({ from: [from] }));
+  if (!response.ok) { $("gallery-status").textContent = await detail(response); return; }
+  await loadPersons();
+  $("gallery-status").textContent = `${fromName} merged into ${label(into)}`;
 }
 
 // --- uploads ---------------------------------------------------------------------------------------
@@ -150,6 +215,7 @@ async function uploadFiles(files) {
     await follow(li, photo.id);
     if (person && person === $("gallery-person").value) { await showGallery(); }
   }));
+  await showPhotos();
 }
 
 // --- a person's gallery ----------------------------------------------------------------------------
@@ -162,20 +228,33 @@ async function thumbnail(img, url) {
   img.replaceWith(placeholder);
 }
 
+function facesText(photo) {
+  if (photo.faces_status === "DONE") { return `${photo.face_count} face(s)`; }
+  if (photo.faces_status === "FAILED") { return `faces failed: ${photo.faces_error || ""}`; }
+  return photo.faces_status ? "finding faces…" : "";
+}
+
 function galleryItem(photo) {
   const li = document.createElement("li");
   li.className = "card"; li.dataset.photoId = photo.id;
+  const open = document.createElement("button");
+  open.type = "button"; open.className = "open-photo";
+  open.setAttribute("aria-label", `Open photo ${photo.id.slice(0, 8)} with its faces`);
   const img = document.createElement("img");
   img.alt = `photo ${photo.id.slice(0, 8)}`;
+  open.append(img);
+  open.addEventListener("click", () => openPhoto(photo.id));
   const caption = document.createElement("div");
-  caption.innerHTML = `<span class="badge"></span> <span class="quality muted"></span>`;
+  caption.innerHTML = `<span class="badge"></span> <span class="quality muted"></span> <span class="faces-info muted"></span>`;
+  caption.querySelector(".faces-info").textContent = facesText(photo);
   const remove = document.createElement("button");
   remove.type = "button"; remove.className = "delete-photo danger small"; remove.textContent = "Delete";
   remove.setAttribute("aria-label", `Delete photo ${photo.id.slice(0, 8)}`);
   remove.addEventListener("click", () => deletePhoto(li, photo.id));
-  li.append(img, caption, remove);
+  li.append(open, caption, remove);
   showStatus(li, photo);
   if (photo.status === "READY") { thumbnail(img, photo.thumbnail_url); }
+  else if (photo.status === "FAILED") { img.replaceWith(Object.assign(document.createElement("div"), { className: "placeholder", textContent: "no preview" })); }
   else if (photo.status !== "FAILED") { follow(li, photo.id).then((done) => done && done.status === "READY" && thumbnail(img, photo.thumbnail_url)); }
   return li;
 }
@@ -190,13 +269,92 @@ async function showGallery(more = false) {
   if (more) { $("gallery").append(...items); } else { $("gallery").replaceChildren(...items); }
   $("gallery-more").hidden = !galleryCursor;
   const count = $("gallery").children.length;
-  $("gallery-status").textContent = count ? `${count} photo(s) of ${persons.get(id)}${galleryCursor ? ", more below" : ""}` : `No photos of ${persons.get(id)} yet`;
+  $("gallery-status").textContent = count ? `${count} photo(s) of ${label(id)}${galleryCursor ? ", more below" : ""}` : `No photos of ${label(id)} yet`;
 }
 
-function personChosen() {
-  const chosen = Boolean($("gallery-person").value);
+async function personChosen() {
+  const id = $("gallery-person").value;
+  const chosen = Boolean(id);
   $("search-person").disabled = !chosen; $("delete-person").disabled = !chosen;
-  if (chosen) { showGallery(); } else { $("gallery").replaceChildren(); $("gallery-status").textContent = ""; $("gallery-more").hidden = true; }
+  for (const card of $("people").children) { card.classList.toggle("selected", card.dataset.personId === id); }
+  const others = personList.filter((p) => p.id !== id);
+  $("merge-from").replaceChildren(...others.map((p) => new Option(label(p.id), p.id)));
+  $("merge-row").hidden = !chosen || !others.length;
+  if (chosen) { await showGallery(); } else { $("gallery").replaceChildren(); $("gallery-status").textContent = ""; $("gallery-more").hidden = true; }
+}
+
+// --- every photo, newest first, by status ---------------------------------------------------------
+
+async function showPhotos(more = false) {
+  const status = $("photos-status").value;
+  const query = new URLSearchParams({ limit: "24", ...(status ? { status } : {}), ...(more && photosCursor ? { cursor: photosCursor } : {}) });
+  const response = await api(`/photos?${query}`);
+  if (!response.ok) { $("photos-count").textContent = await detail(response); return; }
+  const page = await response.json();
+  photosCursor = page.next_cursor;
+  const items = page.items.map(galleryItem);
+  if (more) { $("photos").append(...items); } else { $("photos").replaceChildren(...items); }
+  $("photos-more").hidden = !photosCursor;
+  const count = $("photos").children.length;
+  const which = status ? `${status} ` : "";
+  $("photos-count").textContent = count ? `${count} ${which}photo(s), newest first${photosCursor ? ", more below" : ""}` : `No ${which}photos`;
+}
+
+// --- one photo with its faces: boxes with names, and whose each face is ---------------------------
+
+async function openPhoto(id) {
+  const photo = await (await api(`/photos/${id}`)).json();
+  const faces = (await (await api(`/photos/${id}/faces`)).json()).items;
+  const image = $("photo-image");
+  $("photo-frame").querySelectorAll(".face-box").forEach((box) => box.remove());
+  $("photo-title").textContent = `Photo ${id.slice(0, 8)} · ${photo.status}`;
+  $("faces-status").textContent = photo.faces_status === "DONE"
+    ? `${faces.length} face(s)` : facesText(photo) || "faces not looked for";
+  image.onload = () => drawBoxes(image, photo, faces);
+  const preview = await api(photo.thumbnail_url);
+  if (preview.ok) { image.src = URL.createObjectURL(await preview.blob()); }
+  else { image.removeAttribute("src"); image.alt = "no preview"; }
+  $("face-list").replaceChildren(...faces.map((face) => faceRow(face, id)));
+  if (!$("photo-dialog").open) { $("photo-dialog").showModal(); }
+}
+
+function drawBoxes(image, photo, faces) {
+  // boxes are in the photo's displayed orientation; the stored width and height may be turned
+  const turned = (image.naturalWidth > image.naturalHeight) !== (photo.width > photo.height);
+  const [width, height] = turned ? [photo.height, photo.width] : [photo.width, photo.height];
+  for (const face of faces) {
+    const [x, y, w, h] = face.box;
+    const box = document.createElement("div");
+    box.className = "face-box"; box.dataset.faceId = face.id;
+    Object.assign(box.style, { left: `${100 * x / width}%`, top: `${100 * y / height}%`, width: `${100 * w / width}%`, height: `${100 * h / height}%` });
+    const name = document.createElement("span");
+    name.textContent = face.person_id ? (face.person_name || "Unnamed person") : "?";
+    box.append(name);
+    $("photo-frame").append(box);
+  }
+}
+
+function faceRow(face, photoId) {
+  const li = document.createElement("li");
+  li.dataset.faceId = face.id;
+  const img = document.createElement("img"); img.alt = `face ${face.id.slice(0, 8)}`;
+  thumbnail(img, face.thumbnail_url);
+  const select = document.createElement("select");
+  select.setAttribute("aria-label", `Who is face ${face.id.slice(0, 8)}`);
+  select.append(new Option("(nobody known)", ""), ...personList.map((p) => new Option(label(p.id), p.id)));
+  select.value = face.person_id || "";
+  const save = document.createElement("button"); save.type = "button"; save.className = "small"; save.textContent = "Save";
+  save.addEventListener("click", async () => {
+    const response = await api(`/faces/${face.id}`, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ person_id: select.value || null }) });
+    if (!response.ok) { $("faces-status").textContent = await detail(response); return; }
+    await loadPersons();
+    await openPhoto(photoId);
+    $("faces-status").textContent = "Saved";
+  });
+  const how = document.createElement("span"); how.className = "muted";
+  how.textContent = `quality ${face.quality.toFixed(2)}${face.assigned_by ? ` · by ${face.assigned_by}` : ""}`;
+  li.append(img, select, save, how);
+  return li;
 }
 
 async function deletePhoto(li, id) {
@@ -208,7 +366,7 @@ async function deletePhoto(li, id) {
 
 async function deletePerson() {
   const id = $("gallery-person").value;
-  const name = persons.get(id);
+  const name = label(id);
   if (!id || !(await confirmDelete(`Delete ${name} and all their photos? This cannot be undone.`))) { return; }
   const response = await api(`/persons/${id}`, { method: "DELETE" });
   if (!response.ok) { $("gallery-status").textContent = await detail(response); return; }
@@ -219,19 +377,19 @@ async function deletePerson() {
 
 // --- search ----------------------------------------------------------------------------------------
 
-async function search(request, label) {
+async function search(request, what) {
   $("search-status").textContent = "Searching…";
   const response = await api("/search", request);
   if (!response.ok) { $("search-status").textContent = await detail(response); return; }
   const body = await response.json();
-  $("search-status").textContent = `${body.results.length} result(s) for ${label}`;
+  $("search-status").textContent = `${body.results.length} result(s) for ${what}${body.by === "face" ? ", by face" : ""}`;
   $("results").replaceChildren(...body.results.map((hit) => {
     const card = document.createElement("figure");
     card.className = "card"; card.dataset.photoId = hit.photo_id;
-    const who = hit.person_id ? persons.get(hit.person_id) || "someone" : "no person";
+    const who = hit.person_id ? label(hit.person_id) : "no person";
     const img = document.createElement("img"); img.alt = `result: ${who}`;
     const caption = document.createElement("div");
-    caption.textContent = `${who} · ${hit.similarity.toFixed(3)}`;
+    caption.textContent = body.by === "face" ? `${who} · face distance ${hit.face_distance.toFixed(3)}` : `${who} · ${hit.similarity.toFixed(3)}`;
     card.append(img, caption);
     thumbnail(img, hit.thumbnail_url);
     return card;
@@ -267,10 +425,14 @@ zone.addEventListener("drop", (event) => {
 });
 $("gallery-person").addEventListener("change", personChosen);
 $("gallery-more").addEventListener("click", () => showGallery(true));
+$("merge-button").addEventListener("click", mergePersons);
+$("photos-status").addEventListener("change", () => showPhotos());
+$("photos-refresh").addEventListener("click", () => showPhotos());
+$("photos-more").addEventListener("click", () => showPhotos(true));
 $("delete-person").addEventListener("click", deletePerson);
 $("search-person").addEventListener("click", () => {
   const id = $("gallery-person").value;
-  search(json({ person_id: id, limit: 24 }), `photos like ${persons.get(id)}`);
+  search(json({ person_id: id, limit: 24 }), `photos of ${label(id)}`);
 });
 $("search-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -4,7 +4,6 @@ Nothing here imports torch."""
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from photoembed.clip.batching import MicroBatcher, observe_batch
 from photoembed.clip.contract import BatchItem, BatchResult, EmbeddedPhoto, LoadedInfo
 from photoembed.config import Settings
 from photoembed.images import DecodeLimits, load_rgb
+from photoembed.lazy import LoadOnce
 from photoembed.metrics import DECODE_SECONDS, MODEL_LOAD_SECONDS
 from photoembed.quality import quality_score
 from photoembed.sizing import plan_sizing
@@ -33,8 +33,7 @@ class BatchedEmbedder(ABC):
         self._settings = settings
         sizing = plan_sizing(settings.model_copy(update={"embed_runtime": self.runtime}))
         self._inference_threads = sizing.inference_threads
-        self._lock = threading.Lock()
-        self._loaded: LoadedInfo | None = None
+        self._model = LoadOnce(self._timed_load)
         self._batcher: MicroBatcher[BatchItem, BatchResult] = MicroBatcher(
             self._run_batch,
             max_batch=settings.embed_batch_size,
@@ -45,12 +44,12 @@ class BatchedEmbedder(ABC):
         )
 
     def load(self) -> LoadedInfo:
-        with self._lock:
-            if self._loaded is None:
-                started = time.perf_counter()
-                self._loaded = self._load(started)
-                MODEL_LOAD_SECONDS.set(self._loaded.load_seconds)
-            return self._loaded
+        return self._model.get()
+
+    def _timed_load(self) -> LoadedInfo:
+        loaded = self._load(time.perf_counter())
+        MODEL_LOAD_SECONDS.set(loaded.load_seconds)
+        return loaded
 
     @property
     def precision(self) -> str:

@@ -1,0 +1,109 @@
+"""`photoembed faces backfill|recluster`: faces for photos that have none, and the grouping of
+faces into persons rebuilt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+from photoembed.cli.common import configured_settings, log
+from photoembed.config import Settings
+
+BATCH = 50
+
+
+def run_faces_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """READY photos whose face stage never ran (uploaded before it existed, or with faces off)
+    or FAILED: in this process, one photo committed at a time (a rerun continues where a stopped
+    one ended), or sent to the workers with --enqueue."""
+    from sqlalchemy import func, or_, select
+
+    from photoembed.backfill import Progress
+    from photoembed.db import session_scope
+    from photoembed.faces import store
+    from photoembed.faces.factory import face_model
+    from photoembed.models import FacesStatus, Photo, PhotoStatus
+    from photoembed.photos import send_for_faces, storage_for
+    from photoembed.queue import build_broker
+    from photoembed.worker.face_stage import process_faces
+    from photoembed.worker.pipeline import TRANSIENT_ERRORS
+
+    with session_scope(settings.database_url) as session:
+        total = session.execute(
+            select(func.count())
+            .select_from(Photo)
+            .where(
+                Photo.status == PhotoStatus.READY,
+                or_(Photo.faces_status.is_(None), Photo.faces_status == FacesStatus.FAILED),
+            )
+        ).scalar_one()
+    log.info("faces.backfill_started", photos=total, enqueue=args.enqueue, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{total} READY photo(s) have no faces yet (never looked at, or FAILED)")
+        return 0
+    model = None if args.enqueue else face_model(settings)
+    broker = build_broker(settings) if args.enqueue else None
+    storage = storage_for(settings)
+    progress = Progress(total, sys.stderr)
+    done = failed = 0
+    after: uuid.UUID | None = None
+    while True:
+        with session_scope(settings.database_url) as session:
+            batch = store.photos_without_faces(session, BATCH, after)
+            requested = store.request_faces(session, batch)
+        if not batch:
+            break
+        after = batch[-1]
+        if broker is not None:
+            send_for_faces(settings, broker, requested)
+            done += len(requested)
+        else:
+            assert model is not None
+            for photo_id in requested:
+                message_id = f"faces-backfill-{uuid.uuid4()}"
+                try:
+                    outcome = process_faces(photo_id, message_id, settings, model, storage)
+                except TRANSIENT_ERRORS as exc:
+                    # handed back PENDING: the workers' sweeper sends it again later
+                    log.warning("faces.backfill_deferred", photo_id=str(photo_id), error=str(exc))
+                    outcome = FacesStatus.FAILED
+                if outcome == FacesStatus.FAILED:
+                    failed += 1
+                else:
+                    done += 1
+        progress.update(done, failed)
+    progress.update(done, failed, final=True)
+    log.info("faces.backfill_finished", photos=done, failed=failed, enqueued=args.enqueue)
+    return 1 if failed else 0
+
+
+def run_recluster(settings: Settings) -> int:
+    from photoembed.db import session_scope
+    from photoembed.faces.factory import face_model
+    from photoembed.faces.grouping import recluster
+    from photoembed.worker.face_stage import grouping_rules
+
+    model = face_model(settings)
+    with session_scope(settings.database_url) as session:
+        result = recluster(session, model.load().identity, grouping_rules(settings, model))
+    print(
+        f"{result.faces} face(s): {result.placed} with a person, {result.persons_made} new "
+        f"person(s), {result.persons_dropped} empty unnamed person(s) removed"
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    faces = commands.add_parser("faces", help="faces: backfill, recluster")
+    actions = faces.add_subparsers(dest="faces_command", required=True)
+    backfill = actions.add_parser(
+        "backfill", help="find the faces of READY photos that have none (resumable)"
+    )
+    backfill.add_argument("--dry-run", action="store_true", help="only count them")
+    backfill.add_argument("--enqueue", action="store_true", help="send the work to the workers")
+    backfill.set_defaults(run=lambda args: run_faces_backfill(configured_settings(), args))
+    actions.add_parser(
+        "recluster",
+        help="rebuild the automatic grouping of faces into persons (user choices stay)",
+    ).set_defaults(run=lambda args: run_recluster(configured_settings()))

@@ -1,0 +1,144 @@
+"""What happens to a READY photo's faces: claim them, decode the photo, find the faces, store
+them with their persons, mark the stage DONE (or FAILED with a reason).
+
+The stage runs after READY on its own queue, so faces never delay a photo's vector, and its
+failure is the stage's alone: the photo stays READY and shows `faces_status` FAILED and
+`faces_error`. Delivery is as safe as the CLIP stage's: a conditional claim under a lease, every
+claim an attempt (at most MAX_ATTEMPTS), and the faces stored in one transaction with DONE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+
+from photoembed.config import Settings
+from photoembed.db import session_scope
+from photoembed.faces import store
+from photoembed.faces.contract import FaceModel, FoundFace
+from photoembed.faces.grouping import GroupingRules, group_photo_faces
+from photoembed.images import DecodeLimits, ImageError, load_rgb
+from photoembed.logging import get_logger
+from photoembed.metrics import (
+    FACE_STAGE_OUTCOMES,
+    FACE_STAGE_SECONDS,
+    FACE_STEP_SECONDS,
+    FACES_FOUND,
+)
+from photoembed.models import FacesStatus, Photo
+from photoembed.storage import PhotoStorage
+from photoembed.worker.pipeline import (
+    TRANSIENT_ERRORS,
+    describe,
+    last_attempt_error,
+    unfinished_attempts_error,
+)
+
+log = get_logger(__name__)
+
+
+def grouping_rules(settings: Settings, model: FaceModel) -> GroupingRules:
+    return GroupingRules(model.match_distance(), settings.face_min_faces)
+
+
+def _fail(settings: Settings, photo_id: uuid.UUID, error: str, reason: str) -> str:
+    with session_scope(settings.database_url) as session:
+        if store.fail_faces(session, photo_id, error):
+            FACE_STAGE_OUTCOMES.labels(reason).inc()
+    log.warning("faces.failed", reason=reason, error=error)
+    return FacesStatus.FAILED
+
+
+def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace]:
+    """Boxes clipped to the photo (a detector may reach past its edge)."""
+    clipped = []
+    for face in faces:
+        x, y, w, h = face.box
+        x0, y0 = max(0.0, x), max(0.0, y)
+        x1, y1 = min(float(width), x + w), min(float(height), y + h)
+        if x1 > x0 and y1 > y0:
+            clipped.append(
+                FoundFace(
+                    (x0, y0, x1 - x0, y1 - y0),
+                    face.landmarks,
+                    face.score,
+                    face.quality,
+                    face.vector,
+                )
+            )
+    return clipped
+
+
+def process_faces(
+    photo_id: uuid.UUID,
+    message_id: str,
+    settings: Settings,
+    model: FaceModel,
+    storage: PhotoStorage,
+) -> str:
+    """Run one photo's face stage; returns its outcome (a FacesStatus or 'skipped')."""
+    started = time.perf_counter()
+    try:
+        with session_scope(settings.database_url) as session:
+            claimed = store.claim_faces(session, photo_id, message_id, settings.claim_lease_seconds)
+    except TRANSIENT_ERRORS as exc:
+        log.warning("faces.retrying", error=describe(exc), attempt=None)
+        raise
+    if claimed is None:
+        log.info("faces.skipped", reason="not PENDING, or claimed by another worker")
+        return "skipped"
+    if claimed.attempts > settings.max_attempts:
+        error = unfinished_attempts_error(claimed.attempts, settings.max_attempts)
+        return _fail(settings, photo_id, error, "attempts_exhausted")
+    try:
+        info = model.load()
+        # a reduced JPEG decode is fine here: the faces are found at FACE_DETECT_SIDE anyway
+        limits = DecodeLimits(settings.max_image_pixels, 1, settings.face_detect_side)
+        with FACE_STEP_SECONDS.labels("decode").time():
+            image, header = load_rgb(storage.read(claimed.storage_key), limits)
+        factor = (header.width * header.height / (image.width * image.height)) ** 0.5
+        shown = (round(image.width * factor), round(image.height * factor))
+        found = _in_photo([face.scaled(factor) for face in model.find_faces(image)], *shown)
+        FACE_STAGE_SECONDS.observe(time.perf_counter() - started)
+        with (
+            FACE_STEP_SECONDS.labels("group").time(),
+            session_scope(settings.database_url) as session,
+        ):
+            rows = store.store_faces(session, photo_id, message_id, info.identity, found)
+            if rows is not None:
+                photo = session.get(Photo, photo_id)
+                assert photo is not None
+                group_photo_faces(session, photo, rows, grouping_rules(settings, model))
+    except ImageError as exc:
+        return _fail(settings, photo_id, f"could not decode the photo: {exc}", "bad_input")
+    except TRANSIENT_ERRORS as exc:
+        error = describe(exc)
+        if claimed.attempts >= settings.max_attempts:
+            error = last_attempt_error(claimed.attempts, error)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                _fail(settings, photo_id, error, "attempts_exhausted")
+            return FacesStatus.FAILED
+        log.warning("faces.retrying", error=error, attempt=claimed.attempts)
+        with contextlib.suppress(*TRANSIENT_ERRORS), session_scope(settings.database_url) as s:
+            store.hand_back_faces(s, photo_id, f"attempt {claimed.attempts} failed: {error}")
+        raise
+    except Exception as exc:
+        log.exception("faces.error")
+        return _fail(
+            settings, photo_id, f"face detection failed: {type(exc).__name__}: {exc}", "face_error"
+        )
+    if rows is None:
+        log.info("faces.skipped", reason="finished by another worker meanwhile")
+        return "skipped"
+    FACES_FOUND.inc(len(rows))
+    FACE_STAGE_OUTCOMES.labels("done").inc()
+    log.info(
+        "faces.detected",
+        model=info.identity,
+        faces=len(rows),
+        persons=sorted({str(r.person_id) for r in rows if r.person_id}),
+        attempts=claimed.attempts,
+        duration_ms=round((time.perf_counter() - started) * 1000),
+    )
+    return FacesStatus.DONE
