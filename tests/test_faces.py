@@ -449,3 +449,47 @@ def test_the_face_queue_is_watched_like_the_photos_queue(stack, people):
     assert (age > 0) == (waiting > 0), (age, waiting)
     assert gauge("photoembed_dead_letters", settings.face_queue_name) == 0
     assert gauge("photoembed_oldest_pending_age_seconds", settings.queue_name) >= 0
+
+
+def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_database):
+    from photoembed.db import session_scope
+    from photoembed.models import Face, Person, Photo
+    from photoembed.photos import remove_photos, storage_for
+
+    # given a person the grouping made (no name) whose only face is in one photo, and a named one
+    settings = own_database
+    storage = storage_for(settings)
+    with session_scope(settings.database_url) as session:
+        unnamed, named = Person(id=uuid.uuid4(), name=None), Person(id=uuid.uuid4(), name="Kept")
+        photo = Photo(
+            id=uuid.uuid4(), storage_key="a" * 64, content_hash="a" * 64,
+            content_type="image/jpeg", size_bytes=1, width=1, height=1, status="READY",
+        )  # fmt: skip
+        session.add_all([unnamed, named, photo])
+        session.flush()
+        for index, person in enumerate((unnamed, named)):
+            session.add(
+                Face(
+                    photo_id=photo.id,
+                    model="m",
+                    face_index=index,
+                    box_x=0,
+                    box_y=0,
+                    box_w=1,
+                    box_h=1,
+                    landmarks=[],
+                    score=1.0,
+                    quality=1.0,
+                    dim=128,
+                    vector=[0.0] * 128,
+                    person_id=person.id,
+                    assigned_by="auto",
+                )
+            )
+    # when the photo is deleted
+    with session_scope(settings.database_url) as session:
+        remove_photos(session, storage, [session.get(Photo, photo.id)])
+    # then the unnamed person is gone with its last face, the named one stays
+    with session_scope(settings.database_url) as session:
+        assert session.get(Person, unnamed.id) is None
+        assert session.get(Person, named.id) is not None

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from photoembed import repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
+from photoembed.faces.grouping import drop_empty_unnamed, lock_grouping
 from photoembed.faces.store import record_faces_message
 from photoembed.images import DecodeLimits, ImageInfo, inspect_image, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
-from photoembed.models import Person, Photo, PhotoStatus, utcnow
+from photoembed.models import Face, Person, Photo, PhotoStatus, utcnow
 from photoembed.queue import detect_faces_message, embed_photo_message
 from photoembed.storage import PhotoStorage, StagedFile, open_storage
 
@@ -140,10 +141,21 @@ def accept_photo(
 
 
 def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) -> None:
-    """Delete rows (their vectors cascade), then each file no other photo still uses."""
+    """Delete rows (their vectors and faces cascade; a person the grouping made, left with no
+    face, goes too), then each file no other photo still uses."""
     keys = {photo.storage_key for photo in photos}
+    lock_grouping(session)
+    persons = list(
+        session.scalars(
+            select(Face.person_id)
+            .where(Face.photo_id.in_([photo.id for photo in photos]), Face.person_id.is_not(None))
+            .distinct()
+        )
+    )
     for photo in photos:
         session.delete(photo)
+    session.flush()
+    drop_empty_unnamed(session, persons)  # type: ignore[arg-type]
     session.commit()
     still_used = set(session.scalars(select(Photo.storage_key).where(Photo.storage_key.in_(keys))))
     for key in keys - still_used:

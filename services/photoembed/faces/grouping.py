@@ -64,6 +64,8 @@ def neighbours(session: Session, face: Face, max_distance: float) -> list[Neighb
     """Faces of the same model in other photos within `max_distance` (L2), nearest first."""
     dim = face.dim
     distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+    # the filters run after the index scan; iterative scans keep going until enough pass them
+    session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
     session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
     rows = session.execute(
         text(
@@ -153,10 +155,10 @@ def _person_for_group(
 def group_photo_faces(
     session: Session, photo: Photo, faces: list[Face], rules: GroupingRules
 ) -> None:
-    """The grouping step of a photo's newly stored faces (same transaction as the store)."""
+    """The grouping step of a photo's newly stored faces, in the transaction that stored them,
+    which holds the grouping lock (`lock_grouping`, taken before the store)."""
     if not faces:
         return
-    lock_grouping(session)
     if photo.person_id is not None:
         largest = max(faces, key=lambda f: f.box_w * f.box_h)
         largest.person_id, largest.assigned_by = photo.person_id, Assignment.UPLOAD

@@ -17,7 +17,7 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces import store
 from photoembed.faces.contract import FaceModel, FoundFace
-from photoembed.faces.grouping import GroupingRules, group_photo_faces
+from photoembed.faces.grouping import GroupingRules, group_photo_faces, lock_grouping
 from photoembed.images import DecodeLimits, ImageError, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import (
@@ -105,6 +105,8 @@ def process_faces(
             FACE_STEP_SECONDS.labels("group").time(),
             session_scope(settings.database_url) as session,
         ):
+            # the grouping lock before the photo's row lock, in the order the API's edits take them
+            lock_grouping(session)
             rows = store.store_faces(session, photo_id, message_id, info.identity, found)
             if rows is not None:
                 photo = session.get(Photo, photo_id)
