@@ -315,6 +315,8 @@ def test_people_by_face_named_inline_boxes_reassigned_and_every_photo_listed(
         "boxes => boxes.sort((a, b) => a.offsetLeft - b.offsetLeft).map(b => b.innerText)",
     )
     assert names == ["Eileen", "Grace"]
+    # drawn over a closer look than the 256 px thumbnail (the photo is 895 px wide)
+    assert page.evaluate("document.querySelector('#photo-image').naturalWidth") == 895
     page.screenshot(path=str(ARTIFACTS / "photo-faces-desktop.png"), full_page=True)
 
     # re-assigning a face with the keyboard: Eileen's face is said to be nobody known
@@ -343,4 +345,5 @@ def test_people_by_face_named_inline_boxes_reassigned_and_every_photo_listed(
     phone.screenshot(path=str(ARTIFACTS / "people-phone.png"), full_page=True)
     phone.click(f"#photos .card[data-photo-id='{group}'] button.open-photo")
     phone.wait_for_function("document.querySelectorAll('#photo-frame .face-box').length === 2")
+    phone.wait_for_function("document.querySelectorAll('#face-list img[src^=blob]').length === 2")
     phone.screenshot(path=str(ARTIFACTS / "photo-faces-phone.png"))

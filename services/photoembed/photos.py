@@ -162,19 +162,22 @@ def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) 
         storage.remove(key)
 
 
-def thumbnail(settings: Settings, storage: PhotoStorage, key: str) -> bytes:
-    """A JPEG at most 256 px on a side, made on first request and kept beside the photo.
+def thumbnail(
+    settings: Settings, storage: PhotoStorage, key: str, side: int = THUMBNAIL_SIDE
+) -> bytes:
+    """A JPEG at most `side` px on a side; the 256 px one is made on first request and kept
+    beside the photo, larger ones (the page's photo view) are made each time.
     Raises ImageError or PhotoBytesMissing."""
-    cached = storage.read_thumbnail(key)
+    kept = side == THUMBNAIL_SIDE
+    cached = storage.read_thumbnail(key) if kept else None
     if cached is not None:
         return cached
-    image, _ = load_rgb(
-        storage.read(key), DecodeLimits(settings.max_image_pixels, 1, THUMBNAIL_SIDE)
-    )
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    image, _ = load_rgb(storage.read(key), DecodeLimits(settings.max_image_pixels, 1, side))
+    image.thumbnail((side, side))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
-    storage.write_thumbnail(key, buffer.getvalue())
+    if kept:
+        storage.write_thumbnail(key, buffer.getvalue())
     return buffer.getvalue()
 
 

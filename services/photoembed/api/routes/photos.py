@@ -230,12 +230,17 @@ def retry_photo(
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
 )
 def get_thumbnail(
-    photo_id: uuid.UUID, session: SessionDep, storage: StorageDep, settings: SettingsDep
+    photo_id: uuid.UUID,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    size: Annotated[int, Query(ge=32, le=1024, description="Longest side in px")] = 256,
 ) -> Response:
-    """A JPEG at most 256 px on a side, made on first request and kept beside the photo."""
+    """A JPEG at most `size` px on a side (256 by default: made on first request and kept beside
+    the photo; up to 1024 for a closer look, made each time)."""
     photo = _get_or_404(session, photo_id)
     try:
-        data = thumbnail(settings, storage, photo.storage_key)
+        data = thumbnail(settings, storage, photo.storage_key, size)
     except (ImageError, PhotoBytesMissing) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no thumbnail: {exc}") from None
     except StorageUnavailable as exc:

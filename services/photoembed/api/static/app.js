@@ -311,7 +311,7 @@ async function openPhoto(id) {
   $("faces-status").textContent = photo.faces_status === "DONE"
     ? `${faces.length} face(s)` : facesText(photo) || "faces not looked for";
   image.onload = () => drawBoxes(image, photo, faces);
-  const preview = await api(photo.thumbnail_url);
+  const preview = await api(`${photo.thumbnail_url}?size=1024`);
   if (preview.ok) { image.src = URL.createObjectURL(await preview.blob()); }
   else { image.removeAttribute("src"); image.alt = "no preview"; }
   $("face-list").replaceChildren(...faces.map((face) => faceRow(face, id)));
