@@ -402,6 +402,10 @@ class Stack:
             log_format="json",
             metrics_port=free_port(),
             queue_name=f"bench-{self.runs}-{uuid.uuid4().hex[:6]}",
+            face_queue_name=f"bench-faces-{self.runs}-{uuid.uuid4().hex[:6]}",
+            # the CLIP stage's figures are measured alone, comparable from run to run; what the
+            # face stage costs it is measured beside it (face_cost, with faces off and on)
+            faces_enabled=False,
         )
         return base.model_copy(update=overrides)
 
