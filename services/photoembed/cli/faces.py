@@ -17,27 +17,18 @@ def run_faces_backfill(settings: Settings, args: argparse.Namespace) -> int:
     """READY photos whose face stage never ran (uploaded before it existed, or with faces off)
     or FAILED: in this process, one photo committed at a time (a rerun continues where a stopped
     one ended), or sent to the workers with --enqueue."""
-    from sqlalchemy import func, or_, select
-
     from photoembed.backfill import Progress
     from photoembed.db import session_scope
     from photoembed.faces import store
     from photoembed.faces.factory import face_model
-    from photoembed.models import FacesStatus, Photo, PhotoStatus
+    from photoembed.models import FacesStatus
     from photoembed.photos import send_for_faces, storage_for
     from photoembed.queue import build_broker
     from photoembed.worker.face_stage import process_faces
     from photoembed.worker.pipeline import TRANSIENT_ERRORS
 
     with session_scope(settings.database_url) as session:
-        total = session.execute(
-            select(func.count())
-            .select_from(Photo)
-            .where(
-                Photo.status == PhotoStatus.READY,
-                or_(Photo.faces_status.is_(None), Photo.faces_status == FacesStatus.FAILED),
-            )
-        ).scalar_one()
+        total = store.count_photos_without_faces(session)
     log.info("faces.backfill_started", photos=total, enqueue=args.enqueue, dry_run=args.dry_run)
     if args.dry_run:
         print(f"{total} READY photo(s) have no faces yet (never looked at, or FAILED)")

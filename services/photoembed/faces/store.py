@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from photoembed.faces.contract import FoundFace
 from photoembed.faces.quality import QUALITY_VERSION, photo_quality
-from photoembed.models import Face, FacesStatus, Photo
+from photoembed.models import Face, FacesStatus, Photo, PhotoStatus
 from photoembed.repository import ERROR_LENGTH, FACES_STAGE, ClaimedPhoto, claim
 
 
@@ -101,17 +101,21 @@ def hand_back_faces(session: Session, photo_id: uuid.UUID, error: str) -> None:
     )
 
 
+def _without_faces() -> ColumnElement[bool]:
+    """READY photos whose face stage never ran (uploaded before it, or with faces off) or FAILED."""
+    return and_(
+        Photo.status == PhotoStatus.READY,
+        or_(Photo.faces_status.is_(None), Photo.faces_status == FacesStatus.FAILED),
+    )
+
+
 def request_faces(session: Session, photo_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """PENDING for the face stage (a fresh round of attempts): READY photos with no faces stage
-    yet, or whose stage FAILED. The caller sends them after the commit."""
+    """PENDING for the face stage (a fresh round of attempts) for those of `photo_ids` without
+    faces. The caller sends them after the commit."""
     return list(
         session.scalars(
             update(Photo)
-            .where(
-                Photo.id.in_(photo_ids),
-                Photo.status == "READY",
-                or_(Photo.faces_status.is_(None), Photo.faces_status == FacesStatus.FAILED),
-            )
+            .where(Photo.id.in_(photo_ids), _without_faces())
             .values(faces_status=FacesStatus.PENDING, faces_attempts=0, faces_error=None)
             .returning(Photo.id)
         )
@@ -126,12 +130,17 @@ def record_faces_message(session: Session, photo_id: uuid.UUID, message_id: str)
     )
 
 
-def photos_without_faces(session: Session, limit: int, after: uuid.UUID | None) -> list[uuid.UUID]:
-    """READY photos whose face stage never ran or failed, by id (a resumable walk)."""
-    query = select(Photo.id).where(
-        Photo.status == "READY",
-        or_(Photo.faces_status.is_(None), Photo.faces_status == FacesStatus.FAILED),
+def count_photos_without_faces(session: Session) -> int:
+    return int(
+        session.execute(
+            select(func.count()).select_from(Photo).where(_without_faces())
+        ).scalar_one()
     )
+
+
+def photos_without_faces(session: Session, limit: int, after: uuid.UUID | None) -> list[uuid.UUID]:
+    """READY photos without faces, by id (a resumable walk)."""
+    query = select(Photo.id).where(_without_faces())
     if after is not None:
         query = query.where(Photo.id > after)
     return list(session.scalars(query.order_by(Photo.id).limit(limit)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from dataclasses import replace
 
 from photoembed.config import Settings
 from photoembed.db import session_scope
@@ -58,15 +59,7 @@ def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace
         x0, y0 = max(0.0, x), max(0.0, y)
         x1, y1 = min(float(width), x + w), min(float(height), y + h)
         if x1 > x0 and y1 > y0:
-            clipped.append(
-                FoundFace(
-                    (x0, y0, x1 - x0, y1 - y0),
-                    face.landmarks,
-                    face.score,
-                    face.quality,
-                    face.vector,
-                )
-            )
+            clipped.append(replace(face, box=(x0, y0, x1 - x0, y1 - y0)))
     return clipped
 
 
