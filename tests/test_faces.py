@@ -5,10 +5,12 @@ search, manual edits, recluster, backfill, failures and a killed worker."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import uuid
 import warnings
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +22,7 @@ from photoembed.config import Settings
 from photoembed.faces import samples
 from photoembed.faces.dlib_model import MATCH_DISTANCE, DlibFaceModel
 from photoembed.faces.quality import photo_quality
-from photoembed.faces.selfcheck import reference_path, run_face_selfcheck
+from photoembed.faces.selfcheck import reference_key, reference_path, run_face_selfcheck
 from photoembed.storage import LocalStorage
 from tests.conftest import Services, new_database, running_stack, stack_settings, start_api
 from tests.helpers import encode, make_photo, wait_until
@@ -64,13 +66,29 @@ def test_photos_without_a_face_give_no_face(dlib_model):
         assert dlib_model.find_faces(image) == [], name
 
 
-def test_a_group_photo_gives_every_face_left_to_right(dlib_model, faces):
-    group = samples.group_photo(["astronaut", "hopper"], faces)
+GROUP = ["astronaut", "hopper", "cameraman"]
+
+
+def test_a_group_photo_gives_every_face_left_to_right_the_three_quarter_one_too(dlib_model, faces):
+    group = samples.group_photo(GROUP, faces)
     found = sorted(dlib_model.find_faces(group), key=lambda face: face.box[0])
     originals = {name: _largest(dlib_model.find_faces(image)) for name, image in faces.items()}
-    assert len(found) == 2
-    for face, name in zip(found, ["astronaut", "hopper"], strict=True):
+    assert len(found) == 3
+    for face, name in zip(found, GROUP, strict=True):
         assert np.linalg.norm(face.vector - originals[name].vector) < MATCH_DISTANCE
+
+
+def test_hog_finds_the_frontal_faces_only_and_either_detector_gives_the_same_person(faces):
+    # given dlib's HOG detector, the default before BlazeFace
+    hog, blazeface = DlibFaceModel(Settings(face_detector="hog")), DlibFaceModel(Settings())
+    # then it misses the camera man, turned three quarters, in the group photo
+    found = sorted(hog.find_faces(samples.group_photo(GROUP, faces)), key=lambda f: f.box[0])
+    assert len(found) == 2
+    # and a face either detector found has nearly the same vector (the stored faces of HOG and
+    # of BlazeFace group together: migration 0009 gave them one model identity)
+    for name in ("astronaut", "hopper"):
+        by_hog, by_blazeface = (_largest(m.find_faces(faces[name])) for m in (hog, blazeface))
+        assert np.linalg.norm(by_hog.vector - by_blazeface.vector) < MATCH_DISTANCE / 4
 
 
 # The boot self-check of the face model
@@ -88,7 +106,7 @@ def test_a_recorded_face_reference_that_disagrees_is_a_finding(tmp_path):
     settings = Settings(selfcheck_reference_dir=tmp_path)
     assert run_face_selfcheck(settings, DlibFaceModel(settings), record=True).recorded
     model = DlibFaceModel(settings)
-    path = reference_path(settings, model.load().identity)
+    path = reference_path(settings, reference_key(model.load()))
     assert path.parent == tmp_path
     recorded = path.read_text().replace("0.0", "0.1", 3)
     path.write_text(recorded)
@@ -423,6 +441,70 @@ def test_kill_9_during_the_face_stage_stores_no_face_twice(
     assert {(count, stored) for _, count, stored in per_photo} == {(2, 2)}
 
 
+def _worker_roles(face_queue: str) -> dict[int, str]:
+    """The processes of the worker with this face queue, by pid: their WORKER_ROLE."""
+    roles = {}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = dict(
+                item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item
+            )
+        except OSError:
+            continue
+        if variables.get("FACE_QUEUE_NAME") == face_queue and "WORKER_ROLE" in variables:
+            roles[int(environ.parent.name)] = variables["WORKER_ROLE"]
+    return roles
+
+
+def test_the_grouping_ends_the_same_whichever_photos_came_first(
+    settings, postgres, start_service, faces
+):
+    settings = settings.model_copy(
+        update={"database_url": new_database(postgres, "faceorder"), "faces_enabled": True}
+    )
+    with start_api(settings, start_service) as api:
+        start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
+        # the face stage runs in processes of its own that take only the CPU the photos leave
+        # (the API and `photoembed worker` itself carry WORKER_ROLE=all from the settings)
+        roles = _worker_roles(settings.face_queue_name)
+        groups = {pid: role for pid, role in roles.items() if role != "all"}
+        assert set(groups.values()) == {"photos", "faces"}, roles
+        for pid, role in groups.items():
+            idle = os.sched_getscheduler(pid) == os.SCHED_IDLE
+            assert idle == (role == "faces"), (pid, role)
+
+        # given unlabelled photos of the camera man that formed an unnamed person
+        cameraman = samples.variants(faces["cameraman"], samples.FACE_SIDE["cameraman"])
+        unlabelled = [_upload(api, cameraman[v]) for v in ("mirror", "dim", "rotate+10")]
+        for photo_id in unlabelled:
+            assert _faces_done(api, photo_id)["face_count"] == 1
+        unnamed = [p for p in _persons(api) if p["name"] is None]
+        assert len(unnamed) == 1 and unnamed[0]["face_count"] == 3
+        # when a photo uploaded for a named person comes after them
+        camera_man = api.post("/persons", json={"name": "Camera man"}).json()
+        labelled = _upload(api, faces["cameraman"], camera_man["id"])
+        assert _faces_done(api, labelled)["face_count"] == 1
+        # then the named person took the unnamed one over: one person, four faces
+        for photo_id in [*unlabelled, labelled]:
+            assert [f["person_id"] for f in _faces(api, photo_id)] == [camera_man["id"]]
+        assert [p["name"] for p in _persons(api)] == ["Camera man"]
+
+        # and in the other order (labelled first) the unlabelled faces join the named person
+        grace = api.post("/persons", json={"name": "Grace"}).json()
+        assert _faces_done(api, _upload(api, faces["hopper"], grace["id"]))["face_count"] == 1
+        hopper = samples.variants(faces["hopper"], samples.FACE_SIDE["hopper"])
+        for variant in ("mirror", "dim", "rotate+10"):
+            photo_id = _upload(api, hopper[variant])
+            assert _faces_done(api, photo_id)["face_count"] == 1
+            assert [f["person_id"] for f in _faces(api, photo_id)] == [grace["id"]]
+
+        # and a named person never takes over another named one
+        other = api.post("/persons", json={"name": "Someone else"}).json()
+        assert _faces_done(api, _upload(api, cameraman["bright"], other["id"]))["face_count"]
+        counts = {p["name"]: p["face_count"] for p in _persons(api)}
+        assert counts == {"Camera man": 4, "Grace": 4, "Someone else": 1}, counts
+
+
 def test_a_synthetic_photo_goes_through_both_stages_untouched_by_faces(stack):
     _, api, _ = stack
     photo_id = _upload(api, make_photo(4242))
@@ -493,3 +575,45 @@ def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_dat
     with session_scope(settings.database_url) as session:
         assert session.get(Person, unnamed.id) is None
         assert session.get(Person, named.id) is not None
+
+
+def test_faces_stored_under_the_hog_identity_keep_grouping_after_migration_0009(postgres):
+    from alembic import command
+    from alembic.config import Config
+
+    from photoembed.cli.database import MIGRATIONS_DIR
+
+    # given a database at revision 0008 with a face HOG found, stored under the old identity
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    admin = postgres.url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres.url.replace("/photoembed?", f"/{name}?")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "0008")
+    libpq = url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(libpq) as conn:
+        photo = conn.execute(
+            "INSERT INTO photos (id, storage_key, content_hash, content_type, size_bytes, width, "
+            "height, status, created_at, updated_at, attempts) VALUES (gen_random_uuid(), 'k', "
+            "'h', 'image/jpeg', 1, 1, 1, 'READY', now(), now(), 0) RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO faces (id, photo_id, model, face_index, box_x, box_y, box_w, box_h, "
+            "landmarks, score, quality, dim, vector, created_at) VALUES (gen_random_uuid(), %s, "
+            "'dlib:resnet-v1:55533b28a958:hog-5pt', 0, 0, 0, 1, 1, '[]', 1, 1, 128, %s, now())",
+            (photo, "[" + ",".join(["0"] * 128) + "]"),
+        )
+    # when it is migrated
+    command.upgrade(config, "head")
+    # then the face has the identity the model gives now, and says HOG found it
+    model = DlibFaceModel(Settings(face_detector="hog")).load().identity
+    with psycopg.connect(libpq) as conn:
+        assert conn.execute("SELECT model, detector FROM faces").fetchall() == [(model, "hog")]
+    # and a downgrade gives the old identity back
+    command.downgrade(config, "0008")
+    with psycopg.connect(libpq) as conn:
+        old = conn.execute("SELECT model FROM faces").fetchone()[0]
+    assert old == "dlib:resnet-v1:55533b28a958:hog-5pt"

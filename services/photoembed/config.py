@@ -72,12 +72,19 @@ class Settings(BaseSettings):
     face_model: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = None
     face_queue_name: str = "faces"
+    face_detector: Literal["blazeface", "hog"] = "blazeface"
     face_detect_side: int = 1024
     face_upsample: int = 1
-    face_min_score: float = 0.5
+    face_min_score: float = 0.0
     face_min_size: int = 36
     face_match_distance: float = 0.0
     face_min_faces: int = 2
+    face_worker_processes: int = 0
+    face_worker_threads: int = 2
+    face_worker_priority: Literal["idle", "normal"] = "idle"
+    # set by `photoembed worker` for each group of processes it starts: which queues a process
+    # consumes and which models its boot checks load
+    worker_role: Literal["all", "photos", "faces"] = "all"
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9191

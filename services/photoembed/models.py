@@ -167,6 +167,7 @@ class Face(Base):
         ForeignKey("photos.id", ondelete="CASCADE"), index=True
     )
     model: Mapped[str] = mapped_column(String(300), index=True)
+    detector: Mapped[str | None] = mapped_column(String(64))
     face_index: Mapped[int] = mapped_column(Integer)
     box_x: Mapped[int] = mapped_column(Integer)
     box_y: Mapped[int] = mapped_column(Integer)

@@ -7,11 +7,16 @@ import argparse
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from photoembed.cli.common import configured_settings, log
 from photoembed.config import Settings
+
+MAX_FACE_PROCESSES = 8
 
 
 def api_processes(settings: Settings) -> int:
@@ -59,16 +64,61 @@ def _fresh_metrics_dir(path: Path) -> Path:
     return path
 
 
-def worker_command(settings: Settings) -> list[str]:
-    """Photos' queue, and the faces' queue with FACES_ENABLED."""
-    queues = [settings.queue_name] + ([settings.face_queue_name] if settings.faces_enabled else [])
-    return [
-        sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
-        "--processes", str(settings.worker_processes),
-        "--threads", str(settings.worker_threads),
-        "--queues", *queues,
-        "--skip-logging",
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class WorkerGroup:
+    """Dramatiq processes that consume some of the queues, with settings of their own."""
+
+    role: str
+    queues: list[str]
+    processes: int
+    threads: int
+    lowest_priority: bool
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
+            "--processes", str(self.processes),
+            "--threads", str(self.threads),
+            "--queues", *self.queues,
+            "--skip-logging",
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        environment = {"WORKER_ROLE": self.role}
+        if self.role == "faces":
+            environment["DB_POOL_SIZE"] = str(self.threads)
+        return environment
+
+
+def face_processes(settings: Settings) -> int:
+    return settings.face_worker_processes or max(1, min(MAX_FACE_PROCESSES, os.cpu_count() or 1))
+
+
+def worker_groups(settings: Settings) -> list[WorkerGroup]:
+    """The photos' processes, and with FACES_ENABLED the face stage's own: CLIP first, since a
+    photo's READY must never wait behind other photos' faces, and the face processes take the
+    CPU the photos leave (FACE_WORKER_PRIORITY)."""
+    photos = WorkerGroup(
+        "photos", [settings.queue_name], settings.worker_processes, settings.worker_threads, False
+    )
+    if not settings.faces_enabled:
+        return [photos]
+    faces = WorkerGroup(
+        "faces",
+        [settings.face_queue_name],
+        face_processes(settings),
+        settings.face_worker_threads,
+        settings.face_worker_priority == "idle",
+    )
+    return [photos, faces]
+
+
+def lowest_cpu_priority() -> None:
+    """In a child before it runs Dramatiq (which forks its processes, and they inherit this)."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
 
 
 def check_connection_budget(settings: Settings) -> None:
@@ -77,8 +127,10 @@ def check_connection_budget(settings: Settings) -> None:
     from photoembed.db import check_budget
 
     try:
+        # the face processes' pools are smaller: counted at the photos' size, an upper bound
+        extra = face_processes(settings) if settings.faces_enabled else 0
         budget = check_budget(
-            settings.database_url, settings.worker_processes, settings.db_pool_size
+            settings.database_url, settings.worker_processes + extra, settings.db_pool_size
         )
     except Exception as exc:
         log.warning("db.connection_budget_unknown", error=f"{type(exc).__name__}: {exc}")
@@ -120,8 +172,59 @@ def run_worker(settings: Settings) -> None:
         dramatiq_prom_host=settings.metrics_host,
         dramatiq_prom_port=str(settings.metrics_port),
     )
-    command = worker_command(settings)
-    os.execv(command[0], command)
+    groups = worker_groups(settings)
+    log.info(
+        "worker.groups",
+        groups=[
+            {"role": g.role, "queues": g.queues, "processes": g.processes, "threads": g.threads}
+            for g in groups
+        ],
+    )
+    if len(groups) == 1:
+        os.environ.update(groups[0].environment())
+        command = groups[0].command()
+        os.execv(command[0], command)
+    sys.exit(supervise(groups))
+
+
+def supervise(groups: list[WorkerGroup]) -> int:
+    """Run the groups side by side; a signal reaches them all, and when one ends the others are
+    stopped too (a failed self-check in either stops the worker). Returns the exit code."""
+    children = [
+        subprocess.Popen(
+            group.command(),
+            env={**os.environ, **group.environment()},
+            preexec_fn=lowest_cpu_priority if group.lowest_priority else None,
+        )
+        for group in groups
+    ]
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    pid, status = os.wait()
+    first = next(child for child in children if child.pid == pid)
+    first.returncode = os.waitstatus_to_exitcode(status)
+    unexpected = not stopping
+    if unexpected:
+        log.error(
+            "worker.group_exited",
+            role=groups[children.index(first)].role,
+            code=first.returncode,
+            fix="the other group is stopped too; see the group's log above",
+        )
+        forward(signal.SIGTERM, None)
+    codes = [first.returncode] + [child.wait() for child in children if child is not first]
+    if unexpected:
+        return first.returncode or 1
+    return max(abs(code) for code in codes)
 
 
 def _get_local(url: str) -> str:

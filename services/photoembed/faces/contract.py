@@ -39,6 +39,7 @@ class FoundFace:
 @dataclass(frozen=True)
 class FaceModelInfo:
     identity: str  # stored beside every face vector, like a CLIP model's identity
+    detector: str  # stored beside every face: what found it (the identity's vectors are alike)
     dim: int
     match_distance: float  # L2 distance under which two faces are the same person
     load_seconds: float
@@ -57,6 +58,13 @@ class FaceModel(ABC):
     def match_distance(self) -> float:
         return self.settings.face_match_distance or self.load().match_distance
 
+    def min_score(self) -> float:
+        """FACE_MIN_SCORE, or the detector's own threshold where it is 0."""
+        return self.settings.face_min_score or self._default_min_score()
+
+    @abstractmethod
+    def _default_min_score(self) -> float: ...
+
     @abstractmethod
     def _load(self) -> FaceModelInfo: ...
 
@@ -74,3 +82,22 @@ def detection_image(image: Image.Image, max_side: int) -> tuple[Image.Image, flo
     factor = side / max_side
     size = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), factor
+
+
+def non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray, max_overlap: float) -> list[int]:
+    """Indices of the boxes (x1, y1, x2, y2) kept, best score first: each drops the later ones
+    that overlap it by more than `max_overlap` (intersection over union)."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = list(np.argsort(-scores))
+    keep = []
+    while order:
+        best, rest = order[0], np.array(order[1:], dtype=int)
+        keep.append(int(best))
+        if rest.size == 0:
+            break
+        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
+        overlap = w * h / (areas[best] + areas[rest] - w * h)
+        order = list(rest[overlap <= max_overlap])
+    return keep

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from photoembed.config import Settings
 from photoembed.faces.contract import FaceModel
+from photoembed.faces.grouping import GroupingRules
 from photoembed.lazy import PerProcess
 
 _face_model: PerProcess[FaceModel] = PerProcess()
@@ -21,3 +22,13 @@ def face_model(settings: Settings) -> FaceModel:
         return DlibFaceModel(settings)
 
     return _face_model.get(create)
+
+
+def rules_for(settings: Settings, identity: str) -> GroupingRules:
+    """The grouping's rules for faces of a model known by its identity, without loading it (the
+    API places faces users choose): FACE_MATCH_DISTANCE, or the model's own distance."""
+    if identity.startswith("insightface:"):
+        from photoembed.faces.insightface_model import MATCH_DISTANCE
+    else:
+        from photoembed.faces.dlib_model import MATCH_DISTANCE
+    return GroupingRules(settings.face_match_distance or MATCH_DISTANCE, settings.face_min_faces)

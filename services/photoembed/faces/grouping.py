@@ -8,6 +8,10 @@
   distance of it follow (they are re-tried as more faces arrive).
 * A face a user placed (`assigned_by = 'user'`, with a person or with none) is never moved, and
   faces of the same photo never match each other (one person appears once in a photo).
+* A face placed with a named person on purpose (an upload for them, a user's edit or merge) takes
+  over the unnamed persons among its neighbours, so the persons come out the same whichever
+  arrived first, the labelled photo or the unlabelled ones. Named persons never merge by
+  themselves.
 
 `recluster` forgets every automatic choice and runs the same rules over all faces, oldest first,
 giving each new group the person most of its faces had before, so names and ids survive it.
@@ -129,7 +133,46 @@ def place(
         session.refresh(face)
     if face.person_id is not None:
         _give(session, waiting(face.person_id), face.person_id)
+        if face.assigned_by in (Assignment.UPLOAD, Assignment.USER):
+            _take_over_unnamed(session, face.person_id, near)
     return face.person_id
+
+
+def _take_over_unnamed(session: Session, person_id: uuid.UUID, near: list[Neighbour]) -> None:
+    """A face placed with a named person on purpose (an upload for them, a user's choice) takes
+    over the unnamed persons among its neighbours: their faces and photos join the named person
+    and they go. So the grouping ends the same whichever came first, the labelled photo or the
+    unlabelled ones. A named person never absorbs another named one."""
+    person = session.get(Person, person_id)
+    if person is None or person.name is None:
+        return
+    others = {n.person_id for n in near if n.person_id is not None and n.person_id != person_id}
+    unnamed = list(
+        session.scalars(select(Person.id).where(Person.id.in_(others), Person.name.is_(None)))
+    )
+    if not unnamed:
+        return
+    session.execute(
+        update(Face)
+        .where(Face.person_id.in_(unnamed))
+        .values(person_id=person_id)
+        .execution_options(synchronize_session="fetch")
+    )
+    session.execute(
+        update(Photo)
+        .where(Photo.person_id.in_(unnamed))
+        .values(person_id=person_id)
+        .execution_options(synchronize_session="fetch")
+    )
+    drop_empty_unnamed(session, unnamed)
+    log.info("person.took_over", person_id=str(person_id), unnamed=[str(u) for u in unnamed])
+
+
+def place_chosen(session: Session, faces: list[Face], rules: GroupingRules) -> None:
+    """After a user placed `faces` (PATCH /faces, a merge): what the grouping does for a face
+    placed on purpose, as `place` does for an upload's face."""
+    for face in faces:
+        place(session, face, rules)
 
 
 def _person_for_group(

@@ -21,7 +21,13 @@ import numpy as np
 from PIL import Image
 
 from photoembed.clip.errors import ModelLoadError
-from photoembed.faces.contract import FaceModel, FaceModelInfo, FoundFace, detection_image
+from photoembed.faces.contract import (
+    FaceModel,
+    FaceModelInfo,
+    FoundFace,
+    detection_image,
+    non_maximum_suppression,
+)
 from photoembed.faces.quality import face_quality
 from photoembed.logging import get_logger
 
@@ -34,6 +40,7 @@ STRIDES = (8, 16, 32)
 ANCHORS = 2
 DETECT_SIDE = 640
 NMS_OVERLAP = 0.4
+MIN_SCORE = 0.5
 CHIP_SIDE = 112
 # ArcFace's template: left eye, right eye, nose, left and right mouth corner in a 112x112 chip
 TEMPLATE = np.array(
@@ -74,23 +81,6 @@ def aligned_chip(image: Image.Image, landmarks: np.ndarray) -> Image.Image:
     )
 
 
-def _non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray) -> list[int]:
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1) * (y2 - y1)
-    order = list(np.argsort(-scores))
-    keep = []
-    while order:
-        best, rest = order[0], np.array(order[1:], dtype=int)
-        keep.append(int(best))
-        if rest.size == 0:
-            break
-        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
-        overlap = w * h / (areas[best] + areas[rest] - w * h)
-        order = list(rest[overlap <= NMS_OVERLAP])
-    return keep
-
-
 def decode_detections(
     outputs: list[np.ndarray], side: int, min_score: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,11 +102,14 @@ def decode_detections(
         scores.append(score[chosen])
         points.append(centre[:, None, :] + offsets[chosen].reshape(-1, 5, 2))
     all_boxes, all_scores, all_points = np.vstack(boxes), np.concatenate(scores), np.vstack(points)
-    keep = _non_maximum_suppression(all_boxes, all_scores) if len(all_scores) else []
+    keep = non_maximum_suppression(all_boxes, all_scores, NMS_OVERLAP) if len(all_scores) else []
     return all_boxes[keep], all_scores[keep], all_points[keep]
 
 
 class InsightFaceModel(FaceModel):
+    def _default_min_score(self) -> float:
+        return MIN_SCORE
+
     def _folder(self) -> Path:
         folder = self.settings.face_model_dir
         if folder is None:
@@ -155,6 +148,7 @@ class InsightFaceModel(FaceModel):
             digest.update((folder / name).read_bytes())
         info = FaceModelInfo(
             identity=f"insightface:scrfd-arcface:{digest.hexdigest()[:12]}",
+            detector="scrfd",
             dim=dim,
             match_distance=MATCH_DISTANCE,
             load_seconds=time.perf_counter() - started,
@@ -171,9 +165,7 @@ class InsightFaceModel(FaceModel):
         blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
         name = self._detector.get_inputs()[0].name
         outputs = self._detector.run(None, {name: blob})
-        boxes, scores, points = decode_detections(
-            outputs, DETECT_SIDE, self.settings.face_min_score
-        )
+        boxes, scores, points = decode_detections(outputs, DETECT_SIDE, self.min_score())
         return boxes, scores, points, factor
 
     def _embed(self, chip: Image.Image) -> np.ndarray:

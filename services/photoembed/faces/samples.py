@@ -1,7 +1,8 @@
 """Real faces that packages ship, and the variants the tests and `make bench` make of them.
 
-scikit-image's astronaut (Eileen Collins, NASA, public domain) and matplotlib's Grace Hopper
-(public domain); the photos without a face are scikit-image's other samples. Both packages are in
+scikit-image's astronaut (Eileen Collins, NASA, public domain), its camera man (turned three
+quarters: dlib's HOG finds no face there) and matplotlib's Grace Hopper (public domain); the photos
+without a face are scikit-image's other samples. Both packages are in
 the `dev` extra: this module is for the tests and the benchmark, never imported by the service.
 """
 
@@ -13,9 +14,13 @@ from pathlib import Path
 from PIL import Image, ImageEnhance, ImageOps
 
 # Where each person's face sits in their photo (x, y, w, h as dlib's HOG boxes it), for scaling.
-FACE_SIDE = {"astronaut": 91, "hopper": 187}
+FACE_SIDE = {"astronaut": 91, "hopper": 187, "cameraman": 69}
 # A head-and-shoulders crop of each, for group photos.
-HEAD_CROP = {"astronaut": (120, 20, 340, 260), "hopper": (90, 40, 480, 460)}
+HEAD_CROP = {
+    "astronaut": (120, 20, 340, 260),
+    "hopper": (90, 40, 480, 460),
+    "cameraman": (140, 50, 330, 260),
+}
 NO_FACE_SAMPLES = ("coffee", "chelsea", "rocket", "coins", "horse", "brick", "moon", "page")
 
 
@@ -26,7 +31,12 @@ def real_faces() -> dict[str, Image.Image]:
     hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     with Image.open(hopper) as image:
         astronaut = data.astronaut()  # type: ignore[no-untyped-call]
-        return {"astronaut": Image.fromarray(astronaut), "hopper": image.convert("RGB")}
+        cameraman = data.camera()  # type: ignore[no-untyped-call]
+        return {
+            "astronaut": Image.fromarray(astronaut),
+            "hopper": image.convert("RGB"),
+            "cameraman": Image.fromarray(cameraman).convert("RGB"),
+        }
 
 
 def no_face_photos() -> dict[str, Image.Image]:

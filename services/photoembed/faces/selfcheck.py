@@ -21,7 +21,7 @@ from photoembed.clip.selfcheck import (
     record_reference,
 )
 from photoembed.config import Settings
-from photoembed.faces.contract import FaceModel
+from photoembed.faces.contract import FaceModel, FaceModelInfo
 from photoembed.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,13 +31,18 @@ SHIPPED_REFERENCES = Path(__file__).with_name("references")
 VECTOR_TOLERANCE = 1e-3
 
 
-def _file_name(identity: str) -> str:
-    return "face-" + "".join(c if c.isalnum() or c in "-." else "_" for c in identity) + ".json"
+def reference_key(info: FaceModelInfo) -> str:
+    """What a reference is recorded for: the probe's vector depends on the detector's box too."""
+    return f"{info.identity}+{info.detector}"
 
 
-def reference_path(settings: Settings, identity: str) -> Path:
-    recorded = settings.reference_dir / _file_name(identity)
-    shipped = SHIPPED_REFERENCES / _file_name(identity)
+def _file_name(key: str) -> str:
+    return "face-" + "".join(c if c.isalnum() or c in "-." else "_" for c in key) + ".json"
+
+
+def reference_path(settings: Settings, key: str) -> Path:
+    recorded = settings.reference_dir / _file_name(key)
+    shipped = SHIPPED_REFERENCES / _file_name(key)
     return recorded if recorded.is_file() or not shipped.is_file() else shipped
 
 
@@ -72,15 +77,16 @@ def run_face_selfcheck(
     log.info(
         "selfcheck.face_probe", model=info.identity, score=faces[0].score, quality=faces[0].quality
     )
-    path = reference_path(settings, info.identity)
+    key = reference_key(info)
+    path = reference_path(settings, key)
     result.reference_path = path
     if record:
-        path = settings.reference_dir / _file_name(info.identity)
-        record_reference(path, vector, info.identity)
+        path = settings.reference_dir / _file_name(key)
+        record_reference(path, vector, key)
         result.reference_path, result.recorded = path, True
         return result
     mismatch = compare_with_reference(
-        path, vector, info.identity, VECTOR_TOLERANCE, "Check the face model's files."
+        path, vector, key, VECTOR_TOLERANCE, "Check the face model's files."
     )
     if mismatch is not None:
         findings.append(mismatch)

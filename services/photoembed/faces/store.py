@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from photoembed.faces.contract import FoundFace
+from photoembed.faces.contract import FaceModelInfo, FoundFace
 from photoembed.faces.quality import QUALITY_VERSION, photo_quality
 from photoembed.models import Face, FacesStatus, Photo, PhotoStatus
 from photoembed.repository import ERROR_LENGTH, FACES_STAGE, ClaimedPhoto, claim
@@ -27,7 +27,11 @@ def claim_faces(
 
 
 def store_faces(
-    session: Session, photo_id: uuid.UUID, message_id: str, model: str, faces: list[FoundFace]
+    session: Session,
+    photo_id: uuid.UUID,
+    message_id: str,
+    model: FaceModelInfo,
+    faces: list[FoundFace],
 ) -> list[Face] | None:
     """The faces and DONE, if this message still holds the photo's faces; None otherwise. The
     photo's quality score becomes version 2 (its best face's quality counted)."""
@@ -46,7 +50,8 @@ def store_faces(
         Face(
             id=uuid.uuid4(),
             photo_id=photo_id,
-            model=model,
+            model=model.identity,
+            detector=model.detector,
             face_index=index,
             box_x=round(face.box[0]),
             box_y=round(face.box[1]),

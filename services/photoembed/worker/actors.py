@@ -39,13 +39,24 @@ from photoembed.worker.pipeline import (
     retry_rule,
 )
 
+
+class _MetricsOnly(Prometheus):
+    """Dramatiq's message metrics without a second exposition server on the same port."""
+
+    @property
+    def forks(self) -> list[Any]:
+        return []
+
+
 settings = resolve(get_settings())
 configure_logging(settings.log_format, settings.log_level)
 set_pool_size(settings.db_pool_size)
 storage = storage_for(settings)
 
 broker = build_broker(settings)
-broker.add_middleware(Prometheus())
+# One exposition server for every process of `photoembed worker`: the photos' group (or a lone
+# `all` worker) starts it; the face group's processes write to the same metrics folder.
+broker.add_middleware(Prometheus() if settings.worker_role != "faces" else _MetricsOnly())
 broker.add_middleware(CurrentMessage())
 broker.add_middleware(MessageContext())
 broker.add_middleware(ModelSelfCheck(settings))
@@ -91,7 +102,8 @@ def backfill_photo(photo_id: str) -> None:
         backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings), storage)
 
 
-# Faces wait behind photos (a higher priority number) and never hold up a photo's READY.
+# Faces run in processes of their own at the lowest CPU priority (`photoembed worker`), so they
+# never hold up a photo's READY; in a lone `all` worker they wait behind photos (priority 10).
 @dramatiq.actor(
     actor_name=DETECT_FACES,
     **{**ACTOR_OPTIONS, "queue_name": settings.face_queue_name},

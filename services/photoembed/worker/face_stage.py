@@ -18,6 +18,7 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces import store
 from photoembed.faces.contract import FaceModel, FoundFace
+from photoembed.faces.factory import rules_for
 from photoembed.faces.grouping import GroupingRules, group_photo_faces, lock_grouping
 from photoembed.images import DecodeLimits, ImageError, load_rgb
 from photoembed.logging import get_logger
@@ -40,7 +41,7 @@ log = get_logger(__name__)
 
 
 def grouping_rules(settings: Settings, model: FaceModel) -> GroupingRules:
-    return GroupingRules(model.match_distance(), settings.face_min_faces)
+    return rules_for(settings, model.load().identity)
 
 
 def _fail(settings: Settings, photo_id: uuid.UUID, error: str, reason: str) -> str:
@@ -100,7 +101,7 @@ def process_faces(
         ):
             # the grouping lock before the photo's row lock, in the order the API's edits take them
             lock_grouping(session)
-            rows = store.store_faces(session, photo_id, message_id, info.identity, found)
+            rows = store.store_faces(session, photo_id, message_id, info, found)
             if rows is not None:
                 photo = session.get(Photo, photo_id)
                 assert photo is not None

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from photoembed.api.deps import SessionDep, SettingsDep, StorageDep, require_api_key
 from photoembed.api.schemas import ErrorOut, FaceOut, FacePage, FacePatch
-from photoembed.faces.grouping import drop_empty_unnamed, lock_grouping
+from photoembed.faces.factory import rules_for
+from photoembed.faces.grouping import drop_empty_unnamed, lock_grouping, place_chosen
 from photoembed.images import DecodeLimits, ImageError, load_rgb
 from photoembed.logging import get_logger
 from photoembed.models import Assignment, Face, Person, Photo
@@ -107,9 +108,13 @@ def get_face_thumbnail(
 
 
 @router.patch("/faces/{face_id}", response_model=FaceOut, responses={404: {"model": ErrorOut}})
-def update_face(face_id: uuid.UUID, change: FacePatch, session: SessionDep) -> FaceOut:
+def update_face(
+    face_id: uuid.UUID, change: FacePatch, session: SessionDep, settings: SettingsDep
+) -> FaceOut:
     """Say whose face this is, or (`null`) that it is nobody known. Either way it is a user's
-    choice: the automatic grouping and `photoembed faces recluster` never move it again."""
+    choice: the automatic grouping and `photoembed faces recluster` never move it again. A face
+    given a named person brings its unplaced neighbours and takes over the unnamed persons among
+    them (photoembed.faces.grouping)."""
     lock_grouping(session)
     face = _face_or_404(session, face_id)
     person = None
@@ -122,6 +127,7 @@ def update_face(face_id: uuid.UUID, change: FacePatch, session: SessionDep) -> F
     previous = face.person_id
     face.person_id, face.assigned_by = change.person_id, Assignment.USER
     session.flush()
+    place_chosen(session, [face], rules_for(settings, face.model))
     if previous is not None and previous != change.person_id:
         drop_empty_unnamed(session, [previous])
     session.commit()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select, update
 
 from photoembed import repository
-from photoembed.api.deps import SessionDep, StorageDep, require_api_key
+from photoembed.api.deps import SessionDep, SettingsDep, StorageDep, require_api_key
 from photoembed.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -28,7 +28,8 @@ from photoembed.api.schemas import (
     PersonWithPhotos,
     PhotoPage,
 )
-from photoembed.faces.grouping import lock_grouping
+from photoembed.faces.factory import rules_for
+from photoembed.faces.grouping import lock_grouping, place_chosen
 from photoembed.logging import get_logger
 from photoembed.models import Assignment, Face, Person, Photo
 from photoembed.photos import remove_photos
@@ -134,10 +135,13 @@ def update_person(person_id: uuid.UUID, change: PersonPatch, session: SessionDep
     response_model=PersonOut,
     responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-def merge_persons(person_id: uuid.UUID, merge: MergeIn, session: SessionDep) -> PersonOut:
+def merge_persons(
+    person_id: uuid.UUID, merge: MergeIn, session: SessionDep, settings: SettingsDep
+) -> PersonOut:
     """Move the faces and photos of the persons in `from` to this one and delete them. A merge
     is a person's choice: the moved faces count as placed by a user, and no recluster undoes
-    it."""
+    it; a named result takes over the unnamed persons next to the moved faces, as a face placed
+    by a user does."""
     target = _get_or_404(session, person_id)
     sources = [_get_or_404(session, source) for source in dict.fromkeys(merge.from_)]
     if any(source.id == person_id for source in sources):
@@ -146,16 +150,23 @@ def merge_persons(person_id: uuid.UUID, merge: MergeIn, session: SessionDep) -> 
         )
     ids = [source.id for source in sources]
     lock_grouping(session)
-    session.execute(
-        update(Face)
-        .where(Face.person_id.in_(ids))
-        .values(person_id=person_id, assigned_by=Assignment.USER)
+    moved_ids = list(
+        session.scalars(
+            update(Face)
+            .where(Face.person_id.in_(ids))
+            .values(person_id=person_id, assigned_by=Assignment.USER)
+            .returning(Face.id)
+        )
     )
     session.execute(update(Photo).where(Photo.person_id.in_(ids)).values(person_id=person_id))
     if target.name is None:
         target.name = next((source.name for source in sources if source.name), None)
     for source in sources:
         session.delete(source)
+    session.flush()
+    moved = list(session.scalars(select(Face).where(Face.id.in_(moved_ids))))
+    for model in {face.model for face in moved}:
+        place_chosen(session, [f for f in moved if f.model == model], rules_for(settings, model))
     session.commit()
     log.info("person.merged", person_id=str(person_id), merged=[str(i) for i in ids])
     return persons_out(session, [target])[0]

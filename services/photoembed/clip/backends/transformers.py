@@ -170,9 +170,12 @@ def load_transformers(
             f"names. Fix: set CLIP_QUICK_GELU=auto."
         )
     source = plan.pretrained if plan.source != "hub" else plan.model_name
-    options = {"cache_dir": str(plan.cache_dir), "local_files_only": plan.source != "hub"}
+    options: dict[str, Any] = {
+        "cache_dir": str(plan.cache_dir),
+        "local_files_only": plan.source != "hub",
+    }
     model = AutoModel.from_pretrained(source, **options).to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(source, **options)  # type: ignore[no-untyped-call]
+    processor = AutoImageProcessor.from_pretrained(source, **options)
     if "siglip2" in type(model).__name__.lower():
         raise UnknownModelError(
             f"{plan.model_name} is a SigLIP2 NaFlex checkpoint (per-image masks and shapes); use a "
