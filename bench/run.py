@@ -49,6 +49,8 @@ from prometheus_client import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 
+import importing  # noqa: E402  (bench/importing.py, beside this script)
+
 from photoembed.cli.database import migrate  # noqa: E402
 from photoembed.cli.serve import api_processes  # noqa: E402
 from photoembed.clip.runtimes.onnx_runtime import OnnxEmbedder  # noqa: E402
@@ -65,7 +67,7 @@ from photoembed.devstack import (  # noqa: E402
 from photoembed.faces import samples as face_samples  # noqa: E402
 from photoembed.faces.dlib_model import DlibFaceModel  # noqa: E402
 from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header  # noqa: E402
-from photoembed.samples import encode, make_photo  # noqa: E402
+from photoembed.samples import encode, library_tree, make_photo  # noqa: E402
 from photoembed.sizing import plan_sizing, resolve  # noqa: E402
 
 API_KEY = "bench-key"
@@ -418,6 +420,16 @@ def _libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg", "postgresql")
 
 
+def fresh_database(stack: Stack, prefix: str) -> str:
+    """A new, migrated database on the run's server (for what must see only its own photos)."""
+    database = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(_libpq_url(stack.database_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    url = stack.database_url.replace("/photoembed?", f"/{database}?")
+    migrate(url)
+    return url
+
+
 def client_for(settings: Settings) -> httpx.Client:
     return httpx.Client(
         base_url=f"http://127.0.0.1:{settings.api_port}",
@@ -635,7 +647,7 @@ def face_accuracy(cases: list[tuple[str, Image.Image, list[str]]]) -> dict[str, 
     steps = {
         step: 1000
         * (REGISTRY.get_sample_value("photoembed_face_step_seconds_sum", {"step": step}) or 0)
-        for step in ("detect", "align", "describe")
+        for step in ("scale", "detect", "align", "describe")
     }
     return {
         "photos": len(cases),
@@ -647,7 +659,7 @@ def face_accuracy(cases: list[tuple[str, Image.Image, list[str]]]) -> dict[str, 
         "false_faces_on_photos_without_a_face": false_on_empty,
         "cpu_ms_per_photo": 1000 * seconds / len(cases),
         "faces_per_s_per_core": faces_found / seconds,
-        "ms_per_photo": {"detect": round(steps["detect"] / len(cases), 1)},
+        "ms_per_photo": {step: round(steps[step] / len(cases), 1) for step in ("scale", "detect")},
         "ms_per_face": {
             step: round(steps[step] / max(1, faces_found), 1) for step in ("align", "describe")
         },
@@ -681,12 +693,7 @@ def face_grouping(stack: Stack, cases: list[tuple[str, Image.Image, list[str]]])
     automatic grouping scored against who is in each photo: purity (the share of grouped faces
     whose person holds mostly that identity) and completeness (the share of each identity's
     faces in its largest person)."""
-    database = f"faces_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(_libpq_url(stack.database_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    url = stack.database_url.replace("/photoembed?", f"/{database}?")
-    migrate(url)
-    settings = stack.settings(database_url=url, faces_enabled=True)
+    settings = stack.settings(database_url=fresh_database(stack, "faces"), faces_enabled=True)
     truth: dict[str, list[str]] = {}
     with ExitStack() as running:
         start_api(stack, settings, "api-faces", running)
@@ -797,8 +804,9 @@ def print_faces(faces: dict[str, Any]) -> None:
         f"{len(accuracy['false_faces_on_photos_without_a_face'])} on "
         f"{accuracy['photos_without_a_face']} photos without one (goal 0); "
         f"{accuracy['faces_per_s_per_core']:.1f} faces/s per core, "
-        f"{accuracy['cpu_ms_per_photo']:.0f} CPU ms per photo (detect "
-        f"{accuracy['ms_per_photo']['detect']} ms a photo; align "
+        f"{accuracy['cpu_ms_per_photo']:.0f} CPU ms per photo (scale "
+        f"{accuracy['ms_per_photo']['scale']} and detect {accuracy['ms_per_photo']['detect']}"
+        f" ms a photo; align "
         f"{accuracy['ms_per_face']['align']} and describe {accuracy['ms_per_face']['describe']}"
         f" ms a face)"
     )
@@ -816,7 +824,80 @@ def print_faces(faces: dict[str, Any]) -> None:
             else ""
         )
         + f"; the face stage's share of the worker's CPU {cost['face_cpu_share']:.0%}; "
-        f"face steps ms/photo {cost['faces_on'].get('face_steps_ms_per_photo')}"
+        f"face steps, CPU ms a photo: {cost['faces_on'].get('face_steps_ms_per_photo')}"
+    )
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+def _all_ids(settings: Settings) -> list[str]:
+    with psycopg.connect(_libpq(settings)) as conn:
+        return [str(row[0]) for row in conn.execute("SELECT id FROM photos")]
+
+
+def run_import_bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    """`photoembed import` of a generated library (a folder per person, 1,000 photos) to READY
+    with the defaults, against the worker draining the same photos uploaded beforehand, each on
+    a fresh database; then the client's peak memory importing 10,000 files."""
+    library = stack.workdir / "import-library"
+    made = library_tree(library, args.import_photos, duplicates=20, not_photos=10)
+    key_file = stack.workdir / "api-key"
+    key_file.write_text(API_KEY + "\n")
+
+    def import_to_ready() -> float:
+        settings = stack.settings(database_url=fresh_database(stack, "import"))
+        with ExitStack() as running:
+            start_api(stack, settings, "api-import", running)
+            worker = stack.start("worker", settings, "worker-import")
+            running.callback(worker.stop)
+            worker.wait_for_log("Worker process is ready", timeout=300)
+            url = str(client_for(settings).base_url)
+            run = importing.run_import(url, key_file, str(library))
+            ready = sorted(at for at, _ in wait_ready(settings, _all_ids(settings), timeout=1800))
+        assert run.summary["uploaded"] == made.photos, run.summary
+        return (len(ready) - 1) / max(1e-9, ready[-1] - ready[0])
+
+    def drain() -> float:
+        settings = stack.settings(database_url=fresh_database(stack, "drain"))
+        with ExitStack() as running:
+            start_api(stack, settings, "api-import-drain", running)
+            url = str(client_for(settings).base_url)
+            importing.run_import(url, key_file, str(library), "--max-backlog", "0")
+            worker = stack.start("worker", settings, "worker-import-drain")
+            running.callback(worker.stop)
+            ready = sorted(at for at, _ in wait_ready(settings, _all_ids(settings), timeout=1800))
+        return (len(ready) - 1) / max(1e-9, ready[-1] - ready[0])
+
+    result: dict[str, Any] = importing.import_vs_drain(import_to_ready, drain)
+    large = stack.workdir / "import-large"
+    library_tree(large, args.import_large, side=24, seed=3)
+    settings = stack.settings(database_url=fresh_database(stack, "importmem"))
+    with ExitStack() as running:
+        start_api(stack, settings, "api-import-large", running)
+        url = str(client_for(settings).base_url)
+        big = importing.run_import(url, key_file, str(large), "--max-backlog", "0")
+        again = importing.run_import(url, key_file, str(large), "--max-backlog", "0")
+    result.update(
+        files=made.files,
+        large_files=args.import_large,
+        large_upload_photos_per_s=round(big.summary["uploaded"] / big.seconds, 1),
+        large_peak_rss_mb=round(big.peak_rss_mb, 1),
+        rerun_seconds=round(again.seconds, 1),
+        rerun_uploaded_bytes=again.summary["uploaded_bytes"],
+        rerun_peak_rss_mb=round(again.peak_rss_mb, 1),
+    )
+    return result
+
+
+def print_import(result: dict[str, Any]) -> None:
+    print(
+        f"\nimport: {result['import_to_ready_photos_per_s']:.2f} photos/s to READY = "
+        f"{result['import_vs_drain']:.2f}x the worker's drain of the same photos "
+        f"({result['drain_photos_per_s']:.2f}; goal 0.95); {result['large_files']} files: "
+        f"{result['large_upload_photos_per_s']} uploads/s, client peak RSS "
+        f"{result['large_peak_rss_mb']} MB (goal 100), a re-run {result['rerun_seconds']} s "
+        f"sending {result['rerun_uploaded_bytes']} bytes ({result['rerun_peak_rss_mb']} MB)"
     )
 
 
@@ -1028,12 +1109,17 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--profile", type=Path, help="py-spy the CPU worker (raw stacks)")
     parser.add_argument("--faces-only", action="store_true", help="only the face stage (CPU)")
+    parser.add_argument("--import-only", action="store_true", help="only `photoembed import`")
+    parser.add_argument("--import-photos", type=int, default=1000, help="photos to import")
+    parser.add_argument("--import-large", type=int, default=10_000, help="files for memory")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     args.photos = args.photos or (2000 if gpu else 48)
     default_name = "gpu-results.json" if gpu else "results.json"
     if args.faces_only:
         default_name = "faces-results.json"
+    if args.import_only:
+        default_name = "import-results.json"
     output = args.output or REPO / "bench" / default_name
 
     with tempfile.TemporaryDirectory(prefix="photoembed-bench-") as tmp, Stack(Path(tmp)) as stack:
@@ -1042,6 +1128,8 @@ def main() -> int:
             results = run_gpu(args, stack)
         elif args.faces_only:
             results = {"device": "cpu", "faces": run_faces(args, stack)}
+        elif args.import_only:
+            results = {"device": "cpu", "import": run_import_bench(args, stack)}
         else:
             results = run_cpu(args, stack)
             results["faces"] = run_faces(args, stack)
@@ -1049,6 +1137,7 @@ def main() -> int:
             cost["faces_on_vs_naive"] = (
                 cost["faces_on"]["drain_photos_per_s"] / results["naive_photos_per_s"]
             )
+            results["import"] = run_import_bench(args, stack)
     results["run"] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
@@ -1062,7 +1151,9 @@ def main() -> int:
     print(json.dumps(results, indent=2))
     if "faces" in results:
         print_faces(results["faces"])
-    if not gpu and not args.faces_only:
+    if "import" in results:
+        print_import(results["import"])
+    if not gpu and not args.faces_only and not args.import_only:
         service = results["service"]
         print(
             f"\nservice {service['photos_per_s']:.2f} photos/s = "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 
 # No hub is reachable here: make every load in this process (and its children) offline-only.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 import psycopg
 import pytest
@@ -20,10 +23,23 @@ import redis
 from photoembed.cli.database import migrate
 from photoembed.config import Settings
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port
-from tests.helpers import ServiceProcess, random_weights, seed_hf_cache, settings_env
+from tests.helpers import (
+    ServiceProcess,
+    random_weights,
+    seed_hf_cache,
+    settings_env,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_API_KEY = "test-key-1"
+BUCKET = "photoembed-test"
+# what the moto server accepts (any credentials), for boto3 in this process and in children
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test-key",
+    "AWS_SECRET_ACCESS_KEY": "test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -202,3 +218,39 @@ def http_client() -> Iterator[Callable[[int], httpx.Client]]:
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3-compatible server (from PyPI) as a real HTTP server process on loopback."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("s3") / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(endpoint), timeout=60)
+    s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        httpx.get(endpoint, timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test-key",
+        aws_secret_access_key="test-secret",
+        region_name="us-east-1",
+    )

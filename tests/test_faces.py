@@ -283,6 +283,14 @@ def test_person_search_by_face_ranks_every_photo_of_the_person_above_every_other
     eileen = {*people["eileen_photos"], people["group"]}
     assert {hit["photo_id"] for hit in by_face["results"][: len(eileen)]} == eileen
 
+    # and a CLIP search filtered to a person known only by face gives that person's photos
+    grace = {*people["grace_photos"], people["group"]}
+    by_clip = api.post(
+        "/search",
+        json={"photo_id": people["grace_photos"][0], "filter_person_id": people["grace"]["id"]},
+    ).json()
+    assert by_clip["by"] == "clip" and {hit["photo_id"] for hit in by_clip["results"]} == grace
+
     nobody = api.post("/persons", json={"name": "No faces yet"}).json()
     response = api.post("/search", json={"person_id": nobody["id"]})
     assert response.status_code == 404  # no faces, no READY photos: nothing to search by

@@ -10,14 +10,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import psycopg
 import pytest
@@ -26,13 +24,12 @@ import requests
 from photoembed.config import Settings
 from photoembed.devstack import free_port
 from photoembed.storage import LocalStorage
-from tests.conftest import TEST_API_KEY
-from tests.helpers import encode, make_person_photo, make_photo, wait_for_status, wait_until
+from tests.conftest import BUCKET, TEST_API_KEY, s3_client
+from tests.helpers import encode, make_person_photo, make_photo, wait_for_status
 
 pytestmark = pytest.mark.slow
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
-BUCKET = "photoembed-test"
 
 
 def _quick_retries(settings: Settings, **more: object) -> Settings:
@@ -143,42 +140,6 @@ def test_retry_from_the_command_line_counts_filters_and_sends(
         assert wait_for_status(api, photo_id, {"READY", "FAILED"})["status"] == "READY"
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3-compatible server (from PyPI) as a real HTTP server process on loopback."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("s3") / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(endpoint), timeout=60)
-    _s3(endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    process.terminate()
-    process.wait(10)
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        httpx.get(endpoint, timeout=1)
-    except httpx.HTTPError:
-        return False
-    return True
-
-
-def _s3(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-        region_name="us-east-1",
-    )
-
-
 def test_s3_storage_end_to_end_upload_ready_search_thumbnail_delete(
     settings, start_service, s3_server
 ):
@@ -207,7 +168,7 @@ def test_s3_storage_end_to_end_upload_ready_search_thumbnail_delete(
     other = api.post("/photos", files={"file": ("b.jpg", encode(make_person_photo(8, 1)))})
     # then the bytes are an object under the content address, and the photos end READY
     key = _storage_key(settings, photo_id)
-    s3 = _s3(s3_server)
+    s3 = s3_client(s3_server)
 
     def names() -> set[str]:
         listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)

@@ -337,10 +337,17 @@ def person_sort_key() -> ColumnElement[str]:
 
 
 def persons_page(
-    session: Session, *, limit: int, after: tuple[str, uuid.UUID] | None
+    session: Session,
+    *,
+    limit: int,
+    after: tuple[str, uuid.UUID] | None,
+    name: str | None = None,
 ) -> list[Person]:
-    """By name, then id, `limit` + 1 rows after a (name, id) keyset cursor."""
+    """By name, then id, `limit` + 1 rows after a (name, id) keyset cursor; only those of exactly
+    `name` if given."""
     query = select(Person)
+    if name is not None:
+        query = query.where(Person.name == name)
     if after is not None:
         query = query.where(tuple_(person_sort_key(), Person.id) > tuple_(*after))
     return list(session.scalars(query.order_by(person_sort_key(), Person.id).limit(limit + 1)))
@@ -402,3 +409,29 @@ def photos_missing_vectors(
         .limit(limit)
     ).all()
     return [(row.id, row.storage_key) for row in rows]
+
+
+MAX_HASHES_PER_CHECK = 1000
+
+
+def photos_by_hash(session: Session, hashes: list[str]) -> dict[str, uuid.UUID]:
+    """The photo stored for each of `hashes` (SHA-256 of the bytes) that any photo has, whatever
+    its status: the oldest one where several have the same bytes."""
+    rows = session.execute(
+        select(Photo.content_hash, Photo.id)
+        .where(Photo.content_hash.in_(hashes))
+        .order_by(Photo.content_hash, Photo.created_at)
+        .distinct(Photo.content_hash)
+    ).all()
+    return {row.content_hash: row.id for row in rows}
+
+
+def backlog(session: Session) -> int:
+    """Photos waiting for the CLIP stage or in it now."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(Photo)
+            .where(Photo.status.in_([PhotoStatus.PENDING, PhotoStatus.PROCESSING]))
+        ).scalar_one()
+    )

@@ -93,6 +93,12 @@ def person_query(session: Session, person_id: uuid.UUID, model: str | None) -> Q
     return QueryVector((mean / np.linalg.norm(mean)).tolist(), rows[0].model)
 
 
+# A person's photos, as GET /persons/{id}/photos has them: uploaded for them, or with their face.
+PERSON_FILTER = """(CAST(:person AS uuid) IS NULL OR p.person_id = :person
+                    OR EXISTS (SELECT 1 FROM faces o WHERE o.photo_id = p.id
+                               AND o.person_id = :person))"""
+
+
 def search_similar(
     session: Session,
     query: QueryVector,
@@ -117,7 +123,7 @@ def search_similar(
              WHERE e.dim = {dim} AND e.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
-               AND (CAST(:person AS uuid) IS NULL OR p.person_id = :person)
+               AND {PERSON_FILTER}
              ORDER BY {distance}
              LIMIT :limit
             """  # noqa: S608
@@ -194,9 +200,7 @@ def search_by_face(
              WHERE f.dim = {dim} AND f.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
-               AND (CAST(:person AS uuid) IS NULL OR p.person_id = :person
-                    OR EXISTS (SELECT 1 FROM faces o WHERE o.photo_id = p.id
-                               AND o.person_id = :person))
+               AND {PERSON_FILTER}
              ORDER BY {distance}
              LIMIT :limit
             """  # noqa: S608

@@ -292,3 +292,25 @@ class FacePatch(BaseModel):
     person_id: uuid.UUID | None = Field(
         description="This face is this person; null: it is nobody known (the grouping keeps off)"
     )
+
+
+class HashCheckIn(BaseModel):
+    hashes: list[str] = Field(
+        min_length=1,
+        max_length=1000,
+        description="SHA-256 of files' bytes, lowercase hex (at most 1000)",
+    )
+
+    @field_validator("hashes")
+    @classmethod
+    def _hex_digests(cls, hashes: list[str]) -> list[str]:
+        bad = [h for h in hashes if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
+        if bad:
+            raise ValueError(f"not a lowercase hex SHA-256: {bad[0]!r}")
+        return hashes
+
+
+class HashCheckOut(BaseModel):
+    known: dict[str, uuid.UUID] = Field(
+        description="Each hash a photo already has, with that photo's id (any status)"
+    )

@@ -25,7 +25,7 @@ from photoembed.faces.blazeface import BlazeFaceDetector
 from photoembed.faces.contract import FaceModel, FaceModelInfo, FoundFace, detection_image
 from photoembed.faces.quality import face_quality
 from photoembed.logging import get_logger
-from photoembed.metrics import FACE_STEP_SECONDS
+from photoembed.metrics import face_step
 
 log = get_logger(__name__)
 
@@ -126,8 +126,9 @@ class DlibFaceModel(FaceModel):
         """The detector's faces, each described by the ResNet on its chip aligned by the 5-point
         landmarks."""
         self.load()
-        scaled, factor = detection_image(image, self.settings.face_detect_side)
-        pixels = np.asarray(scaled.convert("RGB"))
+        with face_step("scale"):
+            scaled, factor = detection_image(image, self.settings.face_detect_side)
+            pixels = np.asarray(scaled.convert("RGB"))
         found: list[FoundFace] = []
         with self._run_lock:
             candidates = (
@@ -138,7 +139,7 @@ class DlibFaceModel(FaceModel):
             for rect, shape, score, confidence in candidates:
                 side = float(min(rect.width(), rect.height()))
                 points = [(float(p.x), float(p.y)) for p in shape.parts()]
-                with FACE_STEP_SECONDS.labels("describe").time():
+                with face_step("describe"):
                     chip = self._dlib.get_face_chip(
                         pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING
                     )
@@ -157,7 +158,7 @@ class DlibFaceModel(FaceModel):
         """BlazeFace's faces, each given dlib's landmarks inside the box HOG would have drawn
         (measured on the package faces: the same centre 3% lower, 0.94 of the side)."""
         assert self._blazeface is not None
-        with FACE_STEP_SECONDS.labels("detect").time():
+        with face_step("detect"):
             detections = self._blazeface.detect(
                 image, self.min_score(), self.settings.face_min_size
             )
@@ -170,7 +171,7 @@ class DlibFaceModel(FaceModel):
             rect = self._dlib.rectangle(
                 round(cx - half), round(cy - half), round(cx + half), round(cy + half)
             )
-            with FACE_STEP_SECONDS.labels("align").time():
+            with face_step("align"):
                 shape = self._landmarks(pixels, rect)
             candidates.append((rect, shape, detection.score, detection.score))
         return candidates
@@ -178,7 +179,7 @@ class DlibFaceModel(FaceModel):
     def _hog_candidates(self, pixels: np.ndarray) -> list[Candidate]:
         """HOG candidates down to CANDIDATE_SCORE, each confirmed on its upright, aligned chip
         (where the score no longer depends on the face's tilt) against the minimum score."""
-        with FACE_STEP_SECONDS.labels("detect").time():
+        with face_step("detect"):
             rects, scores, _ = self._detector.run(
                 pixels, self.settings.face_upsample, CANDIDATE_SCORE
             )
@@ -189,7 +190,7 @@ class DlibFaceModel(FaceModel):
                 _overlap(box, _box(kept)) > MAX_OVERLAP for kept, *_ in candidates
             ):
                 continue
-            with FACE_STEP_SECONDS.labels("align").time():
+            with face_step("align"):
                 shape = self._landmarks(pixels, rect)
                 upright = self._dlib.get_face_chip(
                     pixels, shape, size=VERIFY_CHIP_SIZE, padding=VERIFY_PADDING

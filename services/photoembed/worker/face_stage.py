@@ -25,8 +25,8 @@ from photoembed.logging import get_logger
 from photoembed.metrics import (
     FACE_STAGE_OUTCOMES,
     FACE_STAGE_SECONDS,
-    FACE_STEP_SECONDS,
     FACES_FOUND,
+    face_step,
 )
 from photoembed.models import FacesStatus, Photo
 from photoembed.storage import PhotoStorage
@@ -89,14 +89,14 @@ def process_faces(
         info = model.load()
         # a reduced JPEG decode is fine here: the faces are found at FACE_DETECT_SIDE anyway
         limits = DecodeLimits(settings.max_image_pixels, 1, settings.face_detect_side)
-        with FACE_STEP_SECONDS.labels("decode").time():
+        with face_step("decode"):
             image, header = load_rgb(storage.read(claimed.storage_key), limits)
         factor = (header.width * header.height / (image.width * image.height)) ** 0.5
         shown = (round(image.width * factor), round(image.height * factor))
         found = _in_photo([face.scaled(factor) for face in model.find_faces(image)], *shown)
         FACE_STAGE_SECONDS.observe(time.perf_counter() - started)
         with (
-            FACE_STEP_SECONDS.labels("group").time(),
+            face_step("group"),
             session_scope(settings.database_url) as session,
         ):
             # the grouping lock before the photo's row lock, in the order the API's edits take them

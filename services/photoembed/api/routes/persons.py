@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select, update
 
 from photoembed import repository
@@ -76,12 +77,16 @@ def create_person(person: PersonIn, session: SessionDep) -> PersonOut:
 
 @router.get("", response_model=PersonPage)
 def list_persons(
-    session: SessionDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+    name: Annotated[str | None, Query(max_length=200, description="only this exact name")] = None,
 ) -> PersonPage:
     """Persons by name (unnamed ones, made by the face grouping, first), each with its number of
     faces and its best face (`cover_face_id`); pass `next_cursor` as `cursor` for the next page."""
     rows, more = page(
-        repository.persons_page(session, limit=limit, after=name_cursor(cursor)), limit
+        repository.persons_page(session, limit=limit, after=name_cursor(cursor), name=name),
+        limit,
     )
     last = rows[-1] if rows else None
     return PersonPage(

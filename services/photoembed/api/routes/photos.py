@@ -18,13 +18,22 @@ from photoembed.api.deps import (
     require_api_key,
 )
 from photoembed.api.pagination import CursorQuery, LimitQuery, StatusQuery, photo_page
-from photoembed.api.schemas import EmbeddingOut, ErrorOut, PhotoOut, PhotoPage, PhotoPatch
+from photoembed.api.schemas import (
+    EmbeddingOut,
+    ErrorOut,
+    HashCheckIn,
+    HashCheckOut,
+    PhotoOut,
+    PhotoPage,
+    PhotoPatch,
+)
 from photoembed.api.uploads import FILE_FIELD, receive_form
 from photoembed.images import ACCEPTED_NAMES, ImageError, ImageLimitError
 from photoembed.logging import get_logger
 from photoembed.metrics import UPLOADS
 from photoembed.models import Embedding, Person, Photo, PhotoStatus
 from photoembed.photos import UnknownPerson, accept_photo, remove_photos, retry_failed, thumbnail
+from photoembed.repository import photos_by_hash
 from photoembed.storage import PhotoBytesMissing, StorageUnavailable
 
 log = get_logger(__name__)
@@ -83,6 +92,13 @@ def _get_or_404(session: SessionDep, photo_id: uuid.UUID) -> Photo:
     if photo is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
     return photo
+
+
+@router.post("/check", response_model=HashCheckOut)
+def check_hashes(check: HashCheckIn, session: SessionDep) -> HashCheckOut:
+    """Which of these files (by the SHA-256 of their bytes, as stored) the service already has:
+    an importer uploads only the others, so a re-run sends nothing twice."""
+    return HashCheckOut(known=photos_by_hash(session, list(dict.fromkeys(check.hashes))))
 
 
 @router.post(

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from photoembed.api.deps import SettingsDep, require_api_key
+from photoembed.api.deps import SessionDep, SettingsDep, require_api_key
 from photoembed.images import ACCEPTED_NAMES
+from photoembed.repository import backlog
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 router = APIRouter(tags=["ui"])
@@ -20,16 +21,19 @@ class LimitsOut(BaseModel):
     max_image_pixels: int
     min_image_side: int
     accepted_formats: str
+    backlog: int = Field(description="photos PENDING or PROCESSING now: importers slow down on it")
 
 
 @router.get("/limits", response_model=LimitsOut, dependencies=[Depends(require_api_key)])
-def limits(settings: SettingsDep) -> LimitsOut:
-    """What an upload must fit: clients (the page) refuse larger files before sending them."""
+def limits(settings: SettingsDep, session: SessionDep) -> LimitsOut:
+    """What an upload must fit (clients refuse larger files before sending them), and how many
+    photos wait for the workers."""
     return LimitsOut(
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         min_image_side=settings.min_image_side,
         accepted_formats=ACCEPTED_NAMES,
+        backlog=backlog(session),
     )
 
 
