@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import multiprocessing
 import os
@@ -747,11 +748,13 @@ def _main(labelled: list[tuple[str, str | None]], who: str) -> str | None:
     return max(set(persons), key=persons.count)
 
 
-def face_cost(stack: Stack, photos: list[Path]) -> dict[str, Any]:
-    """A backlog drained with the face stage off and on: the CLIP stage's drain rate (first
-    READY to last) both ways, and the worker's CPU per photo until the faces are done too."""
+def face_cost(stack: Stack, photos: list[Path], rounds: int = 2) -> dict[str, Any]:
+    """A backlog drained with the face stage off and on, alternating, `rounds` times each (this
+    machine drifts by 10-30% within a run; each side keeps its best round, as the ceilings and
+    the service do): the CLIP stage's drain rate (first READY to last) both ways, and the
+    worker's CPU per photo until the faces are done too."""
     result: dict[str, Any] = {}
-    for faces_on in (False, True):
+    for _round, faces_on in itertools.product(range(rounds), (False, True)):
         settings = stack.settings(faces_enabled=faces_on)
         with ExitStack() as running:
             start_api(stack, settings, "api-face-cost", running)
@@ -767,8 +770,12 @@ def face_cost(stack: Stack, photos: list[Path]) -> dict[str, Any]:
             spent = cpu_seconds(worker.process.pid) - before
             text = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/", timeout=10).text
         key = "faces_on" if faces_on else "faces_off"
+        drain = (len(ready) - 1) / max(1e-9, ready[-1] - ready[0])
+        result.setdefault(f"{key}_rounds", []).append(round(drain, 2))
+        if drain < result.get(key, {}).get("drain_photos_per_s", 0.0):
+            continue
         result[key] = {
-            "drain_photos_per_s": (len(ready) - 1) / max(1e-9, ready[-1] - ready[0]),
+            "drain_photos_per_s": drain,
             "worker_cpu_ms_per_photo": 1000 * spent / len(photos),
         }
         if faces_on:
@@ -817,7 +824,8 @@ def print_faces(faces: dict[str, Any]) -> None:
     print(
         f"photos to READY (a backlog drained): {cost['faces_on']['drain_photos_per_s']:.2f} "
         f"photos/s with the defaults (faces on) = {cost['faces_on_vs_off']:.2f}x the "
-        f"{cost['faces_off']['drain_photos_per_s']:.2f} with faces off (goal 0.9)"
+        f"{cost['faces_off']['drain_photos_per_s']:.2f} with faces off (goal 0.9; best of rounds "
+        f"{cost['faces_on_rounds']} and {cost['faces_off_rounds']})"
         + (
             f", {cost['faces_on_vs_naive']:.2f}x the naive loop (goal 1.3)"
             if "faces_on_vs_naive" in cost
@@ -844,6 +852,7 @@ def run_import_bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     made = library_tree(library, args.import_photos, duplicates=20, not_photos=10)
     key_file = stack.workdir / "api-key"
     key_file.write_text(API_KEY + "\n")
+    client_cpu: list[float] = []
 
     def import_to_ready() -> float:
         settings = stack.settings(database_url=fresh_database(stack, "import"))
@@ -856,6 +865,7 @@ def run_import_bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             run = importing.run_import(url, key_file, str(library))
             ready = sorted(at for at, _ in wait_ready(settings, _all_ids(settings), timeout=1800))
         assert run.summary["uploaded"] == made.photos, run.summary
+        client_cpu.append(1000 * run.cpu_seconds / made.photos)
         return (len(ready) - 1) / max(1e-9, ready[-1] - ready[0])
 
     def drain() -> float:
@@ -880,6 +890,7 @@ def run_import_bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         again = importing.run_import(url, key_file, str(large), "--max-backlog", "0")
     result.update(
         files=made.files,
+        client_cpu_ms_per_photo=round(client_cpu[0], 2),
         large_files=args.import_large,
         large_upload_photos_per_s=round(big.summary["uploaded"] / big.seconds, 1),
         large_peak_rss_mb=round(big.peak_rss_mb, 1),
@@ -894,7 +905,8 @@ def print_import(result: dict[str, Any]) -> None:
     print(
         f"\nimport: {result['import_to_ready_photos_per_s']:.2f} photos/s to READY = "
         f"{result['import_vs_drain']:.2f}x the worker's drain of the same photos "
-        f"({result['drain_photos_per_s']:.2f}; goal 0.95); {result['large_files']} files: "
+        f"({result['drain_photos_per_s']:.2f}; goal 0.95), the client's CPU "
+        f"{result['client_cpu_ms_per_photo']} ms a photo; {result['large_files']} files: "
         f"{result['large_upload_photos_per_s']} uploads/s, client peak RSS "
         f"{result['large_peak_rss_mb']} MB (goal 100), a re-run {result['rerun_seconds']} s "
         f"sending {result['rerun_uploaded_bytes']} bytes ({result['rerun_peak_rss_mb']} MB)"

@@ -513,6 +513,34 @@ def test_the_grouping_ends_the_same_whichever_photos_came_first(
         assert counts == {"Camera man": 4, "Grace": 4, "Someone else": 1}, counts
 
 
+def test_clip_first_no_face_is_found_before_every_waiting_photo_is_ready(
+    settings, postgres, start_service, faces
+):
+    # (at normal CPU priority, so that the wait for the photos is what this shows)
+    settings = settings.model_copy(
+        update={
+            "database_url": new_database(postgres, "clipfirst"),
+            "faces_enabled": True,
+            "face_worker_priority": "normal",
+        }
+    )
+    url = settings.database_url.replace("postgresql+psycopg", "postgresql")
+    with start_api(settings, start_service) as api:
+        # given a backlog of photos with faces, waiting before any worker runs
+        pair = ["astronaut", "hopper"]
+        ids = [_upload(api, samples.group_photo(pair, faces, 300 + 4 * i)) for i in range(24)]
+        # when the worker starts on it
+        start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
+        for photo_id in ids:
+            assert _faces_done(api, photo_id, timeout=300)["face_count"] == 2
+    # then every photo was READY before the first face was stored
+    with psycopg.connect(url) as conn:
+        last_ready, first_face = conn.execute(
+            "SELECT (SELECT max(processed_at) FROM photos), (SELECT min(created_at) FROM faces)"
+        ).fetchone()
+    assert last_ready < first_face, (last_ready, first_face)
+
+
 def test_a_synthetic_photo_goes_through_both_stages_untouched_by_faces(stack):
     _, api, _ = stack
     photo_id = _upload(api, make_photo(4242))

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     face_worker_processes: int = 0
     face_worker_threads: int = 2
     face_worker_priority: Literal["idle", "normal"] = "idle"
+    face_yield_seconds: int = 300
     # set by `photoembed worker` for each group of processes it starts: which queues a process
     # consumes and which models its boot checks load
     worker_role: Literal["all", "photos", "faces"] = "all"

@@ -92,6 +92,13 @@ FACE_STEP_SECONDS = Histogram(
 )
 
 
+FACE_YIELD_SECONDS = Histogram(
+    "photoembed_face_yield_seconds",
+    "Seconds a face task waited for the photos' backlog to empty before it ran (CLIP first).",
+    buckets=(0.01, 0.5, 1, 5, 15, 60, 120, 300, 600),
+)
+
+
 @contextmanager
 def face_step(step: str) -> Iterator[None]:
     """Observe the calling thread's CPU time for one step of the face stage."""

@@ -30,7 +30,7 @@ from photoembed.queue import (
     detect_faces_message,
 )
 from photoembed.sizing import resolve
-from photoembed.worker.face_stage import process_faces
+from photoembed.worker.face_stage import process_faces, yield_to_photos
 from photoembed.worker.middleware import MessageContext, ModelSelfCheck, Sweep
 from photoembed.worker.pipeline import (
     backfill_one,
@@ -102,8 +102,9 @@ def backfill_photo(photo_id: str) -> None:
         backfill_one(uuid.UUID(photo_id), settings, image_embedder(settings), storage)
 
 
-# Faces run in processes of their own at the lowest CPU priority (`photoembed worker`), so they
-# never hold up a photo's READY; in a lone `all` worker they wait behind photos (priority 10).
+# Faces run in processes of their own at the lowest CPU priority (`photoembed worker`), each
+# task once no photo waits, so they never hold up a photo's READY; in a lone `all` worker they
+# also wait behind photos (priority 10).
 @dramatiq.actor(
     actor_name=DETECT_FACES,
     **{**ACTOR_OPTIONS, "queue_name": settings.face_queue_name},
@@ -113,6 +114,7 @@ def detect_faces(photo_id: str) -> None:
     """Find the faces of a READY photo, store them with their persons (faces_status DONE)."""
     message = CurrentMessage.get_current_message()
     assert message is not None
+    yield_to_photos(settings)
     with retried_when_transient():
         process_faces(
             uuid.UUID(photo_id), message.message_id, settings, face_model(settings), storage

@@ -1,7 +1,9 @@
 """What happens to a READY photo's faces: claim them, decode the photo, find the faces, store
 them with their persons, mark the stage DONE (or FAILED with a reason).
 
-The stage runs after READY on its own queue, so faces never delay a photo's vector, and its
+The stage runs after READY on its own queue, in worker processes of its own at idle CPU priority,
+and each task first waits for the photos' backlog to empty (`yield_to_photos`), so faces never
+delay a photo's vector; its
 failure is the stage's alone: the photo stays READY and shows `faces_status` FAILED and
 `faces_error`. Delivery is as safe as the CLIP stage's: a conditional claim under a lease, every
 claim an attempt (at most MAX_ATTEMPTS), and the faces stored in one transaction with DONE.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 
 from photoembed.config import Settings
@@ -25,10 +28,12 @@ from photoembed.logging import get_logger
 from photoembed.metrics import (
     FACE_STAGE_OUTCOMES,
     FACE_STAGE_SECONDS,
+    FACE_YIELD_SECONDS,
     FACES_FOUND,
     face_step,
 )
 from photoembed.models import FacesStatus, Photo
+from photoembed.repository import backlog
 from photoembed.storage import PhotoStorage
 from photoembed.worker.pipeline import (
     TRANSIENT_ERRORS,
@@ -38,6 +43,8 @@ from photoembed.worker.pipeline import (
 )
 
 log = get_logger(__name__)
+
+YIELD_POLL_SECONDS = 0.5
 
 
 def grouping_rules(settings: Settings, model: FaceModel) -> GroupingRules:
@@ -62,6 +69,25 @@ def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace
         if x1 > x0 and y1 > y0:
             clipped.append(replace(face, box=(x0, y0, x1 - x0, y1 - y0)))
     return clipped
+
+
+def yield_to_photos(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> float:
+    """CLIP first: wait while photos are PENDING or PROCESSING anywhere (every worker machine
+    shares the database), at most FACE_YIELD_SECONDS. Returns the seconds waited. A database that
+    cannot be asked ends the wait: the stage's own claim then meets the error and retries."""
+    started = time.monotonic()
+    deadline = started + settings.face_yield_seconds
+    while time.monotonic() < deadline:
+        try:
+            with session_scope(settings.database_url) as session:
+                if backlog(session) == 0:
+                    break
+        except TRANSIENT_ERRORS:
+            break
+        sleep(YIELD_POLL_SECONDS)
+    waited = time.monotonic() - started
+    FACE_YIELD_SECONDS.observe(waited)
+    return waited
 
 
 def process_faces(
