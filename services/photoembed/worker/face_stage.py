@@ -60,7 +60,9 @@ def _fail(settings: Settings, photo_id: uuid.UUID, error: str, reason: str) -> s
 
 
 def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace]:
-    """Boxes clipped to the photo (a detector may reach past its edge)."""
+    """Boxes clipped to the photo (a detector may reach past its edge), left to right: the
+    order a person reads a photo in, so face_index (and the API's list) follows it whichever
+    order the detector found them in."""
     clipped = []
     for face in faces:
         x, y, w, h = face.box
@@ -68,7 +70,7 @@ def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace
         x1, y1 = min(float(width), x + w), min(float(height), y + h)
         if x1 > x0 and y1 > y0:
             clipped.append(replace(face, box=(x0, y0, x1 - x0, y1 - y0)))
-    return clipped
+    return sorted(clipped, key=lambda face: (face.box[0], face.box[1]))
 
 
 def yield_to_photos(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> float:

@@ -53,8 +53,9 @@ def _face_or_404(session: SessionDep, face_id: uuid.UUID) -> Face:
     "/photos/{photo_id}/faces", response_model=FacePage, responses={404: {"model": ErrorOut}}
 )
 def list_photo_faces(photo_id: uuid.UUID, session: SessionDep) -> FacePage:
-    """The faces found in the photo, boxes and landmarks in its displayed orientation (EXIF
-    rotation applied), each with its person; empty until `faces_status` is DONE."""
+    """The faces found in the photo, left to right, boxes and landmarks in its displayed
+    orientation (EXIF rotation applied), each with its person; empty until `faces_status` is
+    DONE."""
     if session.get(Photo, photo_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
     rows = session.execute(
