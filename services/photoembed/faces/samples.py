@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 # Where each person's face sits in their photo (x, y, w, h as dlib's HOG boxes it), for scaling.
 FACE_SIDE = {"astronaut": 91, "hopper": 187, "cameraman": 69}
@@ -52,9 +52,20 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
         return decoded.convert("RGB")
 
 
+def in_a_scene(image: Image.Image) -> Image.Image:
+    """The photo pasted at its own size into a 1600x1200 scene without a face (scikit-image's
+    coffee), low and to the right: at FACE_DETECT_SIDE 1024 its face is 0.64 of its size."""
+    from skimage import data
+
+    scene = Image.fromarray(data.coffee()).convert("RGB").resize((1600, 1200))  # type: ignore[no-untyped-call]
+    scene.paste(image, (900, 500))
+    return scene
+
+
 def variants(image: Image.Image, face_side: int) -> dict[str, Image.Image]:
     """Rotations of +-10 and +-20 degrees, a mirror image, JPEG quality 30, dim, bright and
-    flat lighting, and the whole photo scaled so that the face is 40, 50 and 60 px wide."""
+    flat lighting, a blur, the photo in a larger scene, and the whole photo scaled so that the
+    face is 40, 50 and 60 px wide."""
     out = {
         f"rotate{angle:+d}": image.rotate(
             angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128)
@@ -66,6 +77,8 @@ def variants(image: Image.Image, face_side: int) -> dict[str, Image.Image]:
     out["dim"] = ImageEnhance.Brightness(image).enhance(0.45)
     out["bright"] = ImageEnhance.Brightness(image).enhance(1.5)
     out["flat"] = ImageEnhance.Contrast(image).enhance(0.5)
+    out["blurred"] = image.filter(ImageFilter.GaussianBlur(2))
+    out["in-a-scene"] = in_a_scene(image)
     for side in (40, 50, 60):
         scale = side / face_side
         size = (round(image.width * scale), round(image.height * scale))
