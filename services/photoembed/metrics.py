@@ -36,6 +36,11 @@ STATUS_TRANSITIONS = Counter(
 )
 
 # Worker
+EXACT_RECHECKS = Counter(
+    "photoembed_search_exact_rechecks_total",
+    "Searches redone by an exact scan because the HNSW result was visibly wrong.",
+    ["kind"],
+)
 PHOTOS_EMBEDDED = Counter("photoembed_photos_embedded_total", "Photos embedded and stored.")
 PHOTO_FAILURES = Counter(
     "photoembed_photo_failures_total", "Photos that ended FAILED, by reason.", ["reason"]

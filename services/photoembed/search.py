@@ -13,14 +13,20 @@ Postgres use the partial HNSW index of each dimension, nor the `SET LOCAL` scan 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from photoembed.logging import get_logger
+from photoembed.metrics import EXACT_RECHECKS
 from photoembed.models import FACE_DIMS, SUPPORTED_DIMS, PhotoStatus
 from photoembed.vectors import vector_literal
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,22 @@ class FaceQuery:
 
 
 PERSON_FACES = 20  # a person is searched by their best faces
+# hnsw.ef_search: the candidates each scan keeps. Measured by `make bench-scale` on clustered
+# libraries: at 40 about one query in 400 ended in an unrelated region of the graph (recall 0);
+# see docs/scale.md for the figures this default comes from.
+DEFAULT_EF_SEARCH = 100
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How the HNSW scans of one search run: `ef_search` candidates at least (twice the rows
+    asked for when that is more), iterative scans until enough rows pass the filters."""
+
+    ef_search: int = DEFAULT_EF_SEARCH
+
+    def apply(self, session: Session, rows: int) -> None:
+        session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
+        session.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), 2 * rows)}"))
 
 
 def _parse(vector_text: str) -> list[float]:
@@ -94,9 +116,51 @@ def person_query(session: Session, person_id: uuid.UUID, model: str | None) -> Q
 
 
 # A person's photos, as GET /persons/{id}/photos has them: uploaded for them, or with their face.
-PERSON_FILTER = """(CAST(:person AS uuid) IS NULL OR p.person_id = :person
-                    OR EXISTS (SELECT 1 FROM faces o WHERE o.photo_id = p.id
-                               AND o.person_id = :person))"""
+PERSON_PHOTOS = """(SELECT id FROM photos WHERE person_id = :person
+                    UNION SELECT photo_id FROM faces WHERE person_id = :person)"""
+
+
+def _ranking(vectors: str, operator: str, dim: int, person_id: uuid.UUID | None) -> tuple[str, str]:
+    """The rows to rank (FROM and the person's filter) and the distance to rank them by.
+
+    Without a person: every vector of the dimension, through its partial HNSW index (the cast and
+    the `dim` condition are the index's expression). With one: only the person's photos, ranked
+    exactly, by an expression no index serves; an HNSW scan filtered to a few hundred photos of a
+    library would walk most of the graph (0.8-1.5 s at 100,000 photos)."""
+    alias = vectors.split()[-1]
+    if person_id is None:
+        return (
+            f"{vectors} JOIN photos p ON p.id = {alias}.photo_id WHERE TRUE",
+            f"({alias}.vector::vector({dim})) {operator} CAST(:q AS vector({dim}))",
+        )
+    return (
+        f"{vectors} JOIN photos p ON p.id = {alias}.photo_id "
+        f"WHERE {alias}.photo_id IN {PERSON_PHOTOS}",
+        f"{alias}.vector {operator} CAST(:q AS vector)",
+    )
+
+
+def _visibly_wrong(
+    session: Session, eligible: str, values: dict[str, Any], rows: Sequence[Row[Any]]
+) -> str | None:
+    """Why an HNSW result is certainly wrong, or None: the query photo's own vector passes the
+    filters but is not among the rows, or fewer rows came back than pass the filters."""
+    query_photo = values["query_photo"]
+    if query_photo is not None and all(row.id != query_photo for row in rows):
+        passes = session.execute(
+            text(f"SELECT 1 {eligible} AND p.id = :query_photo"),
+            values,
+        ).first()
+        if passes:
+            return "query photo missing"
+    if len(rows) < values["limit"]:
+        count = session.execute(
+            text(f"SELECT count(*) FROM (SELECT 1 {eligible} LIMIT :limit) AS x"),  # noqa: S608
+            values,
+        ).scalar_one()
+        if count > len(rows):
+            return f"{len(rows)} of {count} rows"
+    return None
 
 
 def search_similar(
@@ -106,42 +170,56 @@ def search_similar(
     limit: int,
     min_quality: float | None = None,
     person_id: uuid.UUID | None = None,
+    scan: ScanSettings = ScanSettings(),
+    query_photo: uuid.UUID | None = None,
 ) -> list[SearchHit]:
+    """The `limit` READY photos nearest to `query` (cosine) among vectors of its model.
+
+    An HNSW scan can end in the wrong region of the graph. Where that can be seen, the search is
+    redone exactly (a sequential scan): the query is a stored photo's vector (`query_photo`) that
+    passes the filters but is missing from the result, or fewer rows came back than pass them."""
     dim = len(query.vector)
     if dim not in SUPPORTED_DIMS:
         raise ValueError(f"{dim}-d vectors have no index (supported: {SUPPORTED_DIMS})")
-    # Filters run after the index scan; iterative scans keep going until `limit` rows pass them.
-    session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * limit)}"))
-    # The expression and the `dim` condition match the partial index of that dimension.
-    distance = f"(e.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
+    scan.apply(session, limit)
+    rows_from, distance = _ranking("embeddings e", "<=>", dim, person_id)
     # dim is one of SUPPORTED_DIMS (checked above); every value goes in as a bound parameter.
+    eligible = f"""
+              FROM {rows_from}
+               AND e.dim = {dim} AND e.model = :model AND p.status = :ready
+               AND (CAST(:min_quality AS double precision) IS NULL
+                    OR p.quality_score >= :min_quality)"""
     statement = text(
         f"""
             SELECT p.id, p.person_id, p.quality_score, 1 - ({distance}) AS similarity
-              FROM embeddings e JOIN photos p ON p.id = e.photo_id
-             WHERE e.dim = {dim} AND e.model = :model AND p.status = :ready
-               AND (CAST(:min_quality AS double precision) IS NULL
-                    OR p.quality_score >= :min_quality)
-               AND {PERSON_FILTER}
+            {eligible}
              ORDER BY {distance}
              LIMIT :limit
-            """  # noqa: S608
+            """
     )
-    rows = session.execute(
-        statement,
-        {
-            "q": vector_literal(query.vector),
-            "model": query.model,
-            "min_quality": min_quality,
-            "person": person_id,
-            "limit": limit,
-            "ready": PhotoStatus.READY.value,
-        },
-    ).all()
-    return [
+    values = {
+        "q": vector_literal(query.vector),
+        "model": query.model,
+        "min_quality": min_quality,
+        "person": person_id,
+        "limit": limit,
+        "ready": PhotoStatus.READY.value,
+        "query_photo": query_photo,
+    }
+    rows = session.execute(statement, values).all()
+    # a person's photos are ranked exactly already
+    reason = None if person_id is not None else _visibly_wrong(session, eligible, values, rows)
+    if reason is not None:
+        log.warning("search.exact_recheck", reason=reason, model=query.model, limit=limit)
+        EXACT_RECHECKS.labels(kind="photos").inc()
+        session.execute(text("SET LOCAL enable_indexscan = off"))
+        rows = session.execute(statement, values).all()
+        session.execute(text("SET LOCAL enable_indexscan = on"))
+    # relaxed_order may hand rows back slightly out of order
+    hits = [
         SearchHit(row.id, row.person_id, float(row.similarity), row.quality_score) for row in rows
     ]
+    return sorted(hits, key=lambda hit: -hit.similarity)
 
 
 def person_face_query(session: Session, person_id: uuid.UUID) -> FaceQuery | None:
@@ -180,6 +258,7 @@ def search_by_face(
     limit: int,
     min_quality: float | None = None,
     person_id: uuid.UUID | None = None,
+    scan: ScanSettings = ScanSettings(),
 ) -> list[SearchHit]:
     """READY photos ranked by their face nearest (L2) to any of the query's faces; each photo
     once, with that face, its distance and the cosine similarity of the two vectors."""
@@ -187,20 +266,18 @@ def search_by_face(
         raise ValueError(f"{query.dim}-d face vectors have no index (supported: {FACE_DIMS})")
     dim = query.dim
     per_face = 3 * limit + 20  # several faces of one photo may come first
-    session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * per_face)}"))
-    distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+    scan.apply(session, per_face)
+    rows_from, distance = _ranking("faces f", "<->", dim, person_id)
     cosine = f"(f.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
     # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
     statement = text(
         f"""
             SELECT f.id AS face_id, p.id, p.person_id, p.quality_score,
                    {distance} AS distance, 1 - ({cosine}) AS similarity
-              FROM faces f JOIN photos p ON p.id = f.photo_id
-             WHERE f.dim = {dim} AND f.model = :model AND p.status = :ready
+              FROM {rows_from}
+               AND f.dim = {dim} AND f.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
-               AND {PERSON_FILTER}
              ORDER BY {distance}
              LIMIT :limit
             """  # noqa: S608

@@ -1,9 +1,11 @@
 """The configured model's identity, which reads and searches compare stored vectors with.
 
-Working it out needs OpenCLIP's metadata (and so torch), which the API process does not import
-for that: `photoembed model info` runs once in a child process, started with the app, and the
-first request that needs the answer waits for it. None when the weights are not on this machine;
-reads then fall back to each photo's newest vector.
+The towers manifest that `photoembed model onnx` writes names it (`clip.runtimes.onnx_text`), and
+reading it needs no torch. Without a manifest, working it out needs OpenCLIP's metadata (and so
+torch), which the API process never imports: `photoembed model info` runs once in a child
+process, started with the app, and the first request that needs the answer waits for it. None
+when neither can tell (no weights, no torch); reads then fall back to each photo's newest vector,
+and the manifest is looked for again on each read until one appears.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 from concurrent.futures import Future
 
+from photoembed.clip.runtimes.onnx_text import read_manifest
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 
@@ -59,9 +62,13 @@ class ActiveModel:
                 )
                 self._thread.start()
 
+    def _from_manifest(self) -> str | None:
+        manifest = read_manifest(self._settings)
+        return manifest.identity if manifest is not None else None
+
     def _work_out(self) -> None:
         try:
-            identity = identity_in_child(self._settings)
+            identity = self._from_manifest() or identity_in_child(self._settings)
         except BaseException as exc:
             self._future.set_exception(exc)
             return
@@ -71,4 +78,5 @@ class ActiveModel:
     def get(self) -> str | None:
         """Blocks (in a worker thread) until the child has answered."""
         self.start()
-        return self._future.result(timeout=TIMEOUT_S)
+        identity = self._future.result(timeout=TIMEOUT_S)
+        return identity if identity is not None else self._from_manifest()

@@ -1,48 +1,107 @@
-"""Text and image search queries: the model in the API process, loaded on the first such query.
+"""Text and image search queries in the API process, in ONNX Runtime: torch is never imported here.
 
-torch is imported then and not before, so an API that serves uploads, reads and photo or person
-searches stays small.
+The towers are the ones `photoembed model onnx` exported for the configured weights and named in
+its manifest (`clip.runtimes.onnx_text`): a worker on the CPU prepares them when it starts, the
+container image bakes them. Where no manifest exists yet and torch is installed, the first query
+runs `photoembed model onnx` in a child process, as the worker does; without torch it is a
+`ModelLoadError` (503) that says what to run. Each tower is opened on the first query that needs it,
+and text query vectors are kept by (model, text), the most recent TEXT_CACHE_SIZE of them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+import os
+import threading
+import time
+from collections import OrderedDict
 
 from PIL import Image
 
+from photoembed.clip.errors import ModelLoadError
+from photoembed.clip.runtimes.onnx_runtime import (
+    OnnxLoaded,
+    open_prepared,
+    prepare_onnx,
+    run_session,
+)
+from photoembed.clip.runtimes.onnx_text import (
+    OnnxTextEncoder,
+    TowersManifest,
+    onnx_folder,
+    read_manifest,
+)
 from photoembed.config import Settings
 from photoembed.lazy import LoadOnce
+from photoembed.logging import get_logger
 from photoembed.search import QueryVector
-from photoembed.sizing import resolve
 
-if TYPE_CHECKING:
-    from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+log = get_logger(__name__)
+
+TEXT_CACHE_SIZE = 4096
 
 
 def query_settings(settings: Settings) -> Settings:
-    """Queries run in torch (the text tower needs it), whatever runtime the workers use."""
-    return resolve(settings.model_copy(update={"embed_runtime": "torch"}))
+    """Queries run on the CPU in ONNX Runtime, whatever runtime and device the workers use."""
+    return settings.model_copy(update={"embed_runtime": "onnx", "clip_device": "cpu"})
+
+
+def prepared_towers(settings: Settings) -> TowersManifest:
+    """The manifest of the configured weights' towers, prepared in a child process if there is
+    none yet and this machine can (torch installed)."""
+    manifest = read_manifest(settings)
+    if manifest is not None:
+        return manifest
+    if importlib.util.find_spec("torch") is None:
+        raise ModelLoadError(
+            f"text and image queries need the ONNX towers of {settings.clip_model_name} "
+            f"({settings.clip_pretrained}) in {onnx_folder(settings)}, and there are none: run "
+            f"`photoembed model onnx` with the same settings where torch is installed (a worker "
+            f"on the CPU does it when it starts) and share CLIP_CACHE_DIR"
+        )
+    prepare_onnx(settings)
+    manifest = read_manifest(settings)
+    if manifest is None:
+        raise ModelLoadError("`photoembed model onnx` ran but wrote no towers manifest")
+    return manifest
 
 
 class QueryEmbedder:
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._embedder: LoadOnce[ClipEmbedder] = LoadOnce(self._create)
+        self._settings = query_settings(settings)
+        self._threads = min(4, os.cpu_count() or 1)
+        self._manifest: LoadOnce[TowersManifest] = LoadOnce(lambda: prepared_towers(self._settings))
+        self._text: LoadOnce[OnnxTextEncoder] = LoadOnce(self._open_text)
+        self._image: LoadOnce[OnnxLoaded] = LoadOnce(self._open_image)
+        self._cache: OrderedDict[tuple[str, str], QueryVector] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
-    def _create(self) -> ClipEmbedder:
-        from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+    def _open_text(self) -> OnnxTextEncoder:
+        manifest = self._manifest.get()
+        if manifest.text_onnx is None:
+            raise ModelLoadError(f"text search is not available: {manifest.text_error}")
+        return OnnxTextEncoder(onnx_folder(self._settings) / manifest.text_onnx, self._threads)
 
-        return ClipEmbedder(query_settings(self._settings))
-
-    def _loaded(self) -> ClipEmbedder:
-        embedder = self._embedder.get()
-        embedder.load()
-        return embedder
+    def _open_image(self) -> OnnxLoaded:
+        path = onnx_folder(self._settings) / self._manifest.get().image_onnx
+        return open_prepared(path, self._threads, time.perf_counter())
 
     def embed_text(self, text: str) -> QueryVector:
-        embedder = self._loaded()
-        return QueryVector(embedder.embed_texts([text])[0].tolist(), embedder.load().identity)
+        encoder = self._text.get()
+        key = (encoder.identity, text)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        vector = QueryVector(encoder.embed([text])[0].tolist(), encoder.identity)
+        with self._cache_lock:
+            self._cache[key] = vector
+            if len(self._cache) > TEXT_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return vector
 
     def embed_image(self, image: Image.Image) -> QueryVector:
-        embedder = self._loaded()
-        return QueryVector(embedder.embed_images([image])[0].tolist(), embedder.load().identity)
+        loaded = self._image.get()
+        vector = run_session(loaded.session, loaded.preprocessing(image)[None])[0]
+        return QueryVector(vector.tolist(), loaded.identity)

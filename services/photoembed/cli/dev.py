@@ -60,7 +60,12 @@ def _dev_weights(env: dict[str, str], home: Path) -> None:
 def run_dev(home: Path) -> int:
     """Everything on one machine: embedded Postgres, Redis, migrations, the API and the worker."""
     configure_logging(os.environ.get("LOG_FORMAT", "auto"), "INFO")  # type: ignore[arg-type]
-    from photoembed.devstack import LocalPostgres, LocalRedis
+    from photoembed.devstack import (
+        LocalPostgres,
+        LocalRedis,
+        machine_memory,
+        postgres_memory_settings,
+    )
 
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -78,9 +83,11 @@ def run_dev(home: Path) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         env = dict(os.environ)
+        database_url = postgres.start()
+        postgres.configure(postgres_memory_settings(machine_memory(), os.cpu_count() or 1))
         env.update(
             ENV="dev",
-            DATABASE_URL=postgres.start(),
+            DATABASE_URL=database_url,
             REDIS_URL=redis_server.start(),
             STORAGE_DIR=env.get("STORAGE_DIR", str(home / "photos")),
             CLIP_CACHE_DIR=env.get("CLIP_CACHE_DIR", str(home / "models")),

@@ -70,17 +70,25 @@ def run_faces_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_recluster(settings: Settings) -> int:
-    from photoembed.db import session_scope
+    """The grouping rebuilt on a snapshot and swapped in at the end (`faces.regrouping`): photos
+    keep being grouped meanwhile, and stopping it part-way changes nothing."""
+    from photoembed.db import get_sessionmaker
     from photoembed.faces.factory import face_model
-    from photoembed.faces.grouping import recluster
+    from photoembed.faces.regrouping import recluster
     from photoembed.worker.face_stage import grouping_rules
 
     model = face_model(settings)
-    with session_scope(settings.database_url) as session:
-        result = recluster(session, model.load().identity, grouping_rules(settings, model))
+    result = recluster(
+        get_sessionmaker(settings.database_url),
+        model.load().identity,
+        grouping_rules(settings, model),
+    )
     print(
-        f"{result.faces} face(s): {result.placed} with a person, {result.persons_made} new "
-        f"person(s), {result.persons_dropped} empty unnamed person(s) removed"
+        f"{result.faces} face(s): {result.placed} with a person, {result.changed} changed, "
+        f"{result.kept_by_user} placed by a user meanwhile and kept, {result.placed_again} "
+        f"stored meanwhile and placed again, {result.persons_made} new person(s), "
+        f"{result.persons_dropped} empty unnamed person(s) removed "
+        f"(seconds: {result.seconds})"
     )
     return 0
 

@@ -13,17 +13,19 @@
   arrived first, the labelled photo or the unlabelled ones. Named persons never merge by
   themselves.
 
-`recluster` forgets every automatic choice and runs the same rules over all faces, oldest first,
-giving each new group the person most of its faces had before, so names and ids survive it.
-One transaction-scoped advisory lock keeps two workers (or a worker and a user's edit) from
-grouping at once.
+`regrouping.recluster` forgets every automatic choice and runs the same rules over all faces,
+oldest first, on a snapshot in memory, giving each new group the person most of its faces had
+before, so names and ids survive it. One transaction-scoped advisory lock keeps two workers (or a
+worker and a user's edit) from grouping at once.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.orm import Session
@@ -51,65 +53,59 @@ class Neighbour:
     distance: float
 
 
-@dataclass
-class Regrouping:
-    """What a recluster remembers of the automatic choices it forgot."""
-
-    previous: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
-    persons_made: int = 0
-
-
 def lock_grouping(session: Session) -> None:
     """Until the transaction ends, nothing else groups faces or edits their persons."""
     session.execute(text("SELECT pg_advisory_xact_lock(hashtext('photoembed:faces'))"))
 
 
-def neighbours(session: Session, face: Face, max_distance: float) -> list[Neighbour]:
-    """Faces of the same model in other photos within `max_distance` (L2), nearest first."""
-    dim = face.dim
-    distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
-    # the filters run after the index scan; iterative scans keep going until enough pass them
-    session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
-    rows = session.execute(
-        text(
-            f"""
-            SELECT f.id, f.person_id, f.assigned_by, {distance} AS distance
-              FROM faces f
-             WHERE f.dim = {int(dim)} AND f.model = :model AND f.photo_id <> :photo
-             ORDER BY {distance}
-             LIMIT {NEIGHBOURS}
-            """  # noqa: S608 - dim is an int from the row; values are bound parameters
-        ),
-        {"q": vector_literal(face.vector), "model": face.model, "photo": face.photo_id},
-    ).all()
-    return [
-        Neighbour(row.id, row.person_id, row.assigned_by, float(row.distance))
-        for row in rows
-        if row.distance <= max_distance
-    ]
+class Grouping(Protocol):
+    """Where the rules read and write who a face is: the database (`DatabaseGrouping`, as photos
+    arrive) or a snapshot in memory (`regrouping.SnapshotGrouping`, a recluster)."""
 
+    def face(self, face_id: uuid.UUID) -> tuple[uuid.UUID | None, str | None]:
+        """The face's person and who placed it."""
+        ...
 
-def _give(session: Session, face_ids: list[uuid.UUID], person_id: uuid.UUID) -> None:
-    session.execute(
-        update(Face)
-        .where(Face.id.in_(face_ids), Face.assigned_by.is_(None))
-        .values(person_id=person_id, assigned_by=Assignment.AUTO)
-        .execution_options(synchronize_session="fetch")
-    )
+    def neighbours(self, face_id: uuid.UUID, max_distance: float) -> list[Neighbour]:
+        """Faces of the same model in other photos within `max_distance` (L2), nearest first, at
+        most NEIGHBOURS of them."""
+        ...
+
+    def give(self, face_ids: list[uuid.UUID], person_id: uuid.UUID) -> None:
+        """The faces among `face_ids` that nobody placed go to `person_id` (`auto`)."""
+        ...
+
+    def exists(self, person_id: uuid.UUID) -> bool: ...
+
+    def has_faces(self, person_id: uuid.UUID) -> bool: ...
+
+    def new_person(self) -> uuid.UUID: ...
+
+    def is_named(self, person_id: uuid.UUID) -> bool: ...
+
+    def unnamed(self, person_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of `person_ids` that exist and have no name."""
+        ...
+
+    def take_over(self, person_id: uuid.UUID, unnamed: list[uuid.UUID]) -> None:
+        """Every face and photo of the `unnamed` persons goes to `person_id`; they go."""
+        ...
 
 
 def place(
-    session: Session, face: Face, rules: GroupingRules, regrouping: Regrouping | None = None
+    grouping: Grouping,
+    face_id: uuid.UUID,
+    rules: GroupingRules,
+    previous: Mapping[uuid.UUID, uuid.UUID] | None = None,
 ) -> uuid.UUID | None:
     """Give an unplaced face a person if the rules say so; returns the person (or None).
 
-    In a recluster, a face keeps the person it had while a neighbour within the match distance
-    had that person too (the old grouping still holds under the current distance), and waiting
-    faces follow only to the person they had before, if any."""
-    near = neighbours(session, face, rules.match_distance)
-    previous = regrouping.previous if regrouping is not None else {}
-    before = previous.get(face.id)
+    In a recluster (`previous`: the automatic choices it forgot), a face keeps the person it had
+    while a neighbour within the match distance had that person too (the old grouping still holds
+    under the current distance), and waiting faces follow only to the person they had before."""
+    previous = previous or {}
+    near = grouping.neighbours(face_id, rules.match_distance)
+    before = previous.get(face_id)
 
     def waiting(person_id: uuid.UUID | None) -> list[uuid.UUID]:
         return [
@@ -120,79 +116,142 @@ def place(
             and previous.get(n.id) in (None, person_id)
         ]
 
-    if face.person_id is None and face.assigned_by is None:
+    person_id, assigned_by = grouping.face(face_id)
+    if person_id is None and assigned_by is None:
         placed = next((n.person_id for n in near if n.person_id is not None), None)
         kept = any(before in (n.person_id, previous.get(n.id)) for n in near)
-        if before is not None and kept and session.get(Person, before) is not None:
-            _give(session, [face.id], before)
+        if before is not None and kept and grouping.exists(before):
+            grouping.give([face_id], before)
         elif placed is not None:
-            _give(session, [face.id], placed)
+            grouping.give([face_id], placed)
         elif len(waiting(before)) >= rules.min_faces:
-            group = [face.id, *waiting(before)]
-            _give(session, group, _person_for_group(session, group, regrouping))
-        session.refresh(face)
-    if face.person_id is not None:
-        _give(session, waiting(face.person_id), face.person_id)
-        if face.assigned_by in (Assignment.UPLOAD, Assignment.USER):
-            _take_over_unnamed(session, face.person_id, near)
-    return face.person_id
+            group = [face_id, *waiting(before)]
+            grouping.give(group, _person_for_group(grouping, group, previous))
+        person_id, assigned_by = grouping.face(face_id)
+    if person_id is not None:
+        grouping.give(waiting(person_id), person_id)
+        if assigned_by in (Assignment.UPLOAD, Assignment.USER):
+            _take_over_unnamed(grouping, person_id, near)
+    return person_id
 
 
-def _take_over_unnamed(session: Session, person_id: uuid.UUID, near: list[Neighbour]) -> None:
+def _take_over_unnamed(grouping: Grouping, person_id: uuid.UUID, near: list[Neighbour]) -> None:
     """A face placed with a named person on purpose (an upload for them, a user's choice) takes
     over the unnamed persons among its neighbours: their faces and photos join the named person
     and they go. So the grouping ends the same whichever came first, the labelled photo or the
     unlabelled ones. A named person never absorbs another named one."""
-    person = session.get(Person, person_id)
-    if person is None or person.name is None:
+    if not grouping.is_named(person_id):
         return
     others = {n.person_id for n in near if n.person_id is not None and n.person_id != person_id}
-    unnamed = list(
-        session.scalars(select(Person.id).where(Person.id.in_(others), Person.name.is_(None)))
-    )
-    if not unnamed:
-        return
-    session.execute(
-        update(Face)
-        .where(Face.person_id.in_(unnamed))
-        .values(person_id=person_id)
-        .execution_options(synchronize_session="fetch")
-    )
-    session.execute(
-        update(Photo)
-        .where(Photo.person_id.in_(unnamed))
-        .values(person_id=person_id)
-        .execution_options(synchronize_session="fetch")
-    )
-    drop_empty_unnamed(session, unnamed)
-    log.info("person.took_over", person_id=str(person_id), unnamed=[str(u) for u in unnamed])
+    unnamed = grouping.unnamed(others)
+    if unnamed:
+        grouping.take_over(person_id, unnamed)
+        log.info("person.took_over", person_id=str(person_id), unnamed=[str(u) for u in unnamed])
+
+
+def _person_for_group(
+    grouping: Grouping, group: list[uuid.UUID], previous: Mapping[uuid.UUID, uuid.UUID]
+) -> uuid.UUID:
+    """A new group's person: the one most of its faces had before a recluster, if that person
+    still exists and has no face yet, else a new unnamed one."""
+    before = Counter(previous[f] for f in group if f in previous)
+    for person_id, _count in before.most_common():
+        if not grouping.has_faces(person_id) and grouping.exists(person_id):
+            return person_id
+    return grouping.new_person()
+
+
+class DatabaseGrouping:
+    """The rules' state in the database, in the caller's transaction (which holds the grouping
+    lock, `lock_grouping`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _face(self, face_id: uuid.UUID) -> Face:
+        face = self.session.get(Face, face_id)
+        assert face is not None, face_id
+        return face
+
+    def face(self, face_id: uuid.UUID) -> tuple[uuid.UUID | None, str | None]:
+        face = self._face(face_id)
+        return face.person_id, face.assigned_by
+
+    def neighbours(self, face_id: uuid.UUID, max_distance: float) -> list[Neighbour]:
+        face = self._face(face_id)
+        dim = face.dim
+        distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+        # the filters run after the index scan; iterative scans keep going until enough pass them
+        self.session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
+        self.session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
+        rows = self.session.execute(
+            text(
+                f"""
+                SELECT f.id, f.person_id, f.assigned_by, {distance} AS distance
+                  FROM faces f
+                 WHERE f.dim = {int(dim)} AND f.model = :model AND f.photo_id <> :photo
+                 ORDER BY {distance}
+                 LIMIT {NEIGHBOURS}
+                """  # noqa: S608 - dim is an int from the row; values are bound parameters
+            ),
+            {"q": vector_literal(face.vector), "model": face.model, "photo": face.photo_id},
+        ).all()
+        return [
+            Neighbour(row.id, row.person_id, row.assigned_by, float(row.distance))
+            for row in rows
+            if row.distance <= max_distance
+        ]
+
+    def give(self, face_ids: list[uuid.UUID], person_id: uuid.UUID) -> None:
+        self.session.execute(
+            update(Face)
+            .where(Face.id.in_(face_ids), Face.assigned_by.is_(None))
+            .values(person_id=person_id, assigned_by=Assignment.AUTO)
+            .execution_options(synchronize_session="fetch")
+        )
+
+    def exists(self, person_id: uuid.UUID) -> bool:
+        return self.session.get(Person, person_id) is not None
+
+    def has_faces(self, person_id: uuid.UUID) -> bool:
+        found = self.session.execute(select(exists().where(Face.person_id == person_id)))
+        return bool(found.scalar_one())
+
+    def new_person(self) -> uuid.UUID:
+        person = Person(id=uuid.uuid4(), name=None)
+        self.session.add(person)
+        self.session.flush()
+        log.info("person.grouped", person_id=str(person.id))
+        return person.id
+
+    def is_named(self, person_id: uuid.UUID) -> bool:
+        person = self.session.get(Person, person_id)
+        return person is not None and person.name is not None
+
+    def unnamed(self, person_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+        return list(
+            self.session.scalars(
+                select(Person.id).where(Person.id.in_(person_ids), Person.name.is_(None))
+            )
+        )
+
+    def take_over(self, person_id: uuid.UUID, unnamed: list[uuid.UUID]) -> None:
+        for table in (Face, Photo):
+            self.session.execute(
+                update(table)
+                .where(table.person_id.in_(unnamed))
+                .values(person_id=person_id)
+                .execution_options(synchronize_session="fetch")
+            )
+        drop_empty_unnamed(self.session, unnamed)
 
 
 def place_chosen(session: Session, faces: list[Face], rules: GroupingRules) -> None:
     """After a user placed `faces` (PATCH /faces, a merge): what the grouping does for a face
     placed on purpose, as `place` does for an upload's face."""
+    grouping = DatabaseGrouping(session)
     for face in faces:
-        place(session, face, rules)
-
-
-def _person_for_group(
-    session: Session, group: list[uuid.UUID], regrouping: Regrouping | None
-) -> uuid.UUID:
-    if regrouping is not None:
-        before = Counter(regrouping.previous[f] for f in group if f in regrouping.previous)
-        for person_id, _count in before.most_common():
-            still_empty = not session.execute(
-                select(exists().where(Face.person_id == person_id))
-            ).scalar_one()
-            if still_empty and session.get(Person, person_id) is not None:
-                return person_id
-    person = Person(id=uuid.uuid4(), name=None)
-    session.add(person)
-    session.flush()
-    if regrouping is not None:
-        regrouping.persons_made += 1
-    log.info("person.grouped", person_id=str(person.id), faces=len(group))
-    return person.id
+        place(grouping, face.id, rules)
 
 
 def group_photo_faces(
@@ -206,8 +265,9 @@ def group_photo_faces(
         largest = max(faces, key=lambda f: f.box_w * f.box_h)
         largest.person_id, largest.assigned_by = photo.person_id, Assignment.UPLOAD
         session.flush()
+    grouping = DatabaseGrouping(session)
     for face in faces:
-        place(session, face, rules)
+        place(grouping, face.id, rules)
 
 
 def drop_empty_unnamed(session: Session, person_ids: list[uuid.UUID] | None = None) -> int:
@@ -224,46 +284,3 @@ def drop_empty_unnamed(session: Session, person_ids: list[uuid.UUID] | None = No
     if person_ids is not None:
         empty = empty.where(Person.id.in_(person_ids))
     return int(session.execute(empty).rowcount)  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class ReclusterResult:
-    faces: int
-    placed: int
-    persons_made: int
-    persons_dropped: int
-
-
-def recluster(session: Session, model: str, rules: GroupingRules) -> ReclusterResult:
-    lock_grouping(session)
-    automatic = session.execute(
-        select(Face.id, Face.person_id).where(
-            Face.model == model, Face.assigned_by == Assignment.AUTO
-        )
-    ).all()
-    regrouping = Regrouping(previous={row.id: row.person_id for row in automatic if row.person_id})
-    session.execute(
-        update(Face)
-        .where(Face.model == model, Face.assigned_by == Assignment.AUTO)
-        .values(person_id=None, assigned_by=None)
-    )
-    faces = list(
-        session.scalars(
-            select(Face)
-            .where(Face.model == model)
-            .order_by(Face.created_at, Face.photo_id, Face.face_index)
-        )
-    )
-    for face in faces:
-        place(session, face, rules, regrouping)
-    placed = sum(1 for face in faces if face.person_id is not None)
-    dropped = drop_empty_unnamed(session)
-    log.info(
-        "faces.reclustered",
-        model=model,
-        faces=len(faces),
-        placed=placed,
-        persons_made=regrouping.persons_made,
-        persons_dropped=dropped,
-    )
-    return ReclusterResult(len(faces), placed, regrouping.persons_made, dropped)

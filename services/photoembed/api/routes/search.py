@@ -31,6 +31,7 @@ from photoembed.photos import decode_limits
 from photoembed.search import (
     FaceQuery,
     QueryVector,
+    ScanSettings,
     SearchHit,
     face_query,
     person_face_query,
@@ -178,14 +179,25 @@ def _face_query(settings: Settings, kind: str, query: SearchQuery) -> FaceQuery 
 def _rank(
     settings: Settings, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
+    scan = ScanSettings(ef_search=settings.search_ef_search)
     with session_scope(settings.database_url) as session:
-        rank = search_by_face if isinstance(vector, FaceQuery) else search_similar
-        return rank(
+        if isinstance(vector, FaceQuery):
+            return search_by_face(
+                session,
+                vector,
+                limit=query.limit,
+                min_quality=query.min_quality,
+                person_id=query.filter_person_id,
+                scan=scan,
+            )
+        return search_similar(
             session,
-            vector,  # type: ignore[arg-type]
+            vector,
             limit=query.limit,
             min_quality=query.min_quality,
             person_id=query.filter_person_id,
+            scan=scan,
+            query_photo=query.photo_id,
         )
 
 

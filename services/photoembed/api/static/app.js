@@ -176,6 +176,7 @@ function showError(element, text) {
 
 async function follow(element, id) {
   for (;;) {
+    if (!element.isConnected && element.dataset.photoId) { return; } // a card no longer shown
     const response = await api(`/photos/${id}`);
     if (!response.ok) { return; }
     const photo = await response.json();
@@ -220,12 +221,39 @@ async function uploadFiles(files) {
 
 // --- a person's gallery ----------------------------------------------------------------------------
 
-async function thumbnail(img, url) {
-  const response = await api(url);
-  if (response.ok) { img.src = URL.createObjectURL(await response.blob()); return; }
+// A thumbnail never shows as a broken image: one that fails (a busy server, a connection lost) is
+// asked again after 1, 2 and 4 s, then the card offers a Retry button.
+const THUMBNAIL_RETRIES = 3;
+
+async function thumbnail(img, url, attempt = 0) {
+  let blob = null;
+  try {
+    const response = await api(url);
+    if (response.ok) { blob = await response.blob(); }
+  } catch (error) {
+    if (error.message === "unauthorized") { return; }
+  }
+  if (blob && blob.type.startsWith("image/")) { img.src = URL.createObjectURL(blob); return; }
+  if (attempt < THUMBNAIL_RETRIES) {
+    setTimeout(() => img.isConnected && thumbnail(img, url, attempt + 1), 1000 * 2 ** attempt);
+    return;
+  }
   const placeholder = document.createElement("div");
-  placeholder.className = "placeholder"; placeholder.textContent = "no preview";
+  placeholder.className = "placeholder failed";
+  placeholder.append("no preview ");
+  const retry = document.createElement("button");
+  retry.type = "button"; retry.className = "small secondary retry-thumbnail"; retry.textContent = "Retry";
+  retry.addEventListener("click", (event) => {
+    event.stopPropagation();
+    placeholder.replaceWith(img);
+    thumbnail(img, url);
+  });
+  placeholder.append(retry);
   img.replaceWith(placeholder);
+}
+
+function placeholder(text) {
+  return Object.assign(document.createElement("div"), { className: "placeholder", textContent: text });
 }
 
 function facesText(photo) {
@@ -242,7 +270,9 @@ function galleryItem(photo) {
   open.setAttribute("aria-label", `Open photo ${photo.id.slice(0, 8)} with its faces`);
   const img = document.createElement("img");
   img.alt = `photo ${photo.id.slice(0, 8)}`;
-  open.append(img);
+  // until the photo is READY its card holds a placeholder, not an image without a picture
+  const waiting = placeholder(photo.status === "FAILED" ? "no preview" : "processing…");
+  open.append(photo.status === "READY" ? img : waiting);
   open.addEventListener("click", () => openPhoto(photo.id));
   const caption = document.createElement("div");
   caption.innerHTML = `<span class="badge"></span> <span class="quality muted"></span> <span class="faces-info muted"></span>`;
@@ -254,8 +284,12 @@ function galleryItem(photo) {
   li.append(open, caption, remove);
   showStatus(li, photo);
   if (photo.status === "READY") { thumbnail(img, photo.thumbnail_url); }
-  else if (photo.status === "FAILED") { img.replaceWith(Object.assign(document.createElement("div"), { className: "placeholder", textContent: "no preview" })); }
-  else if (photo.status !== "FAILED") { follow(li, photo.id).then((done) => done && done.status === "READY" && thumbnail(img, photo.thumbnail_url)); }
+  else if (photo.status !== "FAILED") {
+    follow(li, photo.id).then((done) => {
+      if (done && done.status === "READY") { waiting.replaceWith(img); thumbnail(img, photo.thumbnail_url); }
+      else if (done) { waiting.textContent = "no preview"; }
+    });
+  }
   return li;
 }
 
@@ -285,20 +319,39 @@ async function personChosen() {
 
 // --- every photo, newest first, by status ---------------------------------------------------------
 
+// Pages of 48 as the list scrolls into view (a library of 100,000 photos is never loaded whole);
+// "Show more" does the same from the keyboard.
+let photosLoading = false;
+
 async function showPhotos(more = false) {
-  const status = $("photos-status").value;
-  const query = new URLSearchParams({ limit: "24", ...(status ? { status } : {}), ...(more && photosCursor ? { cursor: photosCursor } : {}) });
-  const response = await api(`/photos?${query}`);
-  if (!response.ok) { $("photos-count").textContent = await detail(response); return; }
-  const page = await response.json();
-  photosCursor = page.next_cursor;
-  const items = page.items.map(galleryItem);
-  if (more) { $("photos").append(...items); } else { $("photos").replaceChildren(...items); }
-  $("photos-more").hidden = !photosCursor;
-  const count = $("photos").children.length;
-  const which = status ? `${status} ` : "";
-  $("photos-count").textContent = count ? `${count} ${which}photo(s), newest first${photosCursor ? ", more below" : ""}` : `No ${which}photos`;
+  if (more && (photosLoading || !photosCursor)) { return; }
+  photosLoading = true;
+  try {
+    const status = $("photos-status").value;
+    const query = new URLSearchParams({ limit: "48", ...(status ? { status } : {}), ...(more && photosCursor ? { cursor: photosCursor } : {}) });
+    const response = await api(`/photos?${query}`);
+    if (!response.ok) { $("photos-count").textContent = await detail(response); return; }
+    const page = await response.json();
+    photosCursor = page.next_cursor;
+    const items = page.items.map(galleryItem);
+    if (more) { $("photos").append(...items); } else { $("photos").replaceChildren(...items); }
+    $("photos-more").hidden = !photosCursor;
+    const count = $("photos").children.length;
+    const which = status ? `${status} ` : "";
+    $("photos-count").textContent = count ? `${count} ${which}photo(s), newest first${photosCursor ? ", more as you scroll" : ""}` : `No ${which}photos`;
+  } finally {
+    photosLoading = false;
+  }
+  if (photosCursor && nearTheEnd()) { await showPhotos(true); } // a tall window: fill it
 }
+
+function nearTheEnd() {
+  return $("photos-end").getBoundingClientRect().top < window.innerHeight + 800;
+}
+
+new IntersectionObserver((entries) => {
+  if (entries.some((entry) => entry.isIntersecting)) { showPhotos(true); }
+}, { rootMargin: "800px" }).observe($("photos-end"));
 
 // --- one photo with its faces: boxes with names, and whose each face is ---------------------------
 

@@ -1,0 +1,362 @@
+"""`photoembed faces recluster`: the grouping rebuilt on a snapshot and swapped in at the end, so
+that photos keep being grouped while it runs and a crash part-way changes nothing.
+
+1. Snapshot, without the grouping lock: the model's faces (who placed them, their person, their
+   vector) and the persons' names, in one repeatable-read transaction.
+2. Neighbours, exactly, in memory: each face's NEIGHBOURS nearest faces of other photos within the
+   match distance, a block of faces against all at a time (one matrix product each).
+3. The rules (`grouping.place`) over the snapshot, oldest face first, every automatic choice
+   forgotten (`SnapshotGrouping`): the same code that groups each photo as it arrives. The faces
+   left waiting are then placed once more without their old person, as a new photo's would be.
+4. The swap, in one short transaction under the grouping lock: the faces whose person changed get
+   it, unless someone placed them since the snapshot (a user's choice wins); persons the
+   recluster made are created, take-overs move photos too; faces stored since the snapshot (grouped
+   under the old grouping meanwhile) are placed again under the new one; empty unnamed persons go.
+
+Nothing is written before step 4, so a crash or Ctrl-C leaves the old grouping as it was.
+Memory: the vectors (n x dim floats) and one block of distances (BLOCK_ELEMENTS floats).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from photoembed.backfill import Progress
+from photoembed.faces.grouping import (
+    NEIGHBOURS,
+    DatabaseGrouping,
+    GroupingRules,
+    Neighbour,
+    drop_empty_unnamed,
+    lock_grouping,
+    place,
+)
+from photoembed.logging import get_logger
+from photoembed.models import Assignment, Face, Person
+
+log = get_logger(__name__)
+
+BLOCK_ELEMENTS = 32 * 2**20  # distances computed at once: 128 MB of float32
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The model's faces in grouping order (oldest first) and every person's name."""
+
+    ids: list[uuid.UUID]
+    photos: np.ndarray  # int: faces of one photo share a number
+    persons: list[uuid.UUID | None]
+    assigned: list[str | None]
+    vectors: np.ndarray
+    names: dict[uuid.UUID, str | None]
+
+
+def take_snapshot(session: Session, model: str) -> Snapshot:
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    rows = session.execute(
+        select(Face.id, Face.photo_id, Face.person_id, Face.assigned_by, Face.vector)
+        .where(Face.model == model)
+        .order_by(Face.created_at, Face.photo_id, Face.face_index)
+    ).all()
+    names: dict[uuid.UUID, str | None] = {
+        row.id: row.name for row in session.execute(select(Person.id, Person.name))
+    }
+    photo_numbers: dict[uuid.UUID, int] = {}
+    photos = np.array([photo_numbers.setdefault(row.photo_id, len(photo_numbers)) for row in rows])
+    vectors = (
+        np.stack([np.asarray(row.vector, dtype=np.float32) for row in rows])
+        if rows
+        else np.zeros((0, 1), np.float32)
+    )
+    return Snapshot(
+        ids=[row.id for row in rows],
+        photos=photos,
+        persons=[row.person_id for row in rows],
+        assigned=[row.assigned_by for row in rows],
+        vectors=vectors,
+        names=names,
+    )
+
+
+def nearest_neighbours(
+    vectors: np.ndarray, photos: np.ndarray, max_distance: float
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """For each face (in blocks): the NEIGHBOURS nearest faces of other photos within
+    `max_distance` (L2), as (face, neighbours, distances), nearest first."""
+    count = len(vectors)
+    squares = np.einsum("ij,ij->i", vectors, vectors)
+    block = max(1, min(count, BLOCK_ELEMENTS // max(1, count)))
+    limit = max_distance * max_distance
+    for start in range(0, count, block):
+        end = min(count, start + block)
+        d2 = squares[start:end, None] + squares[None, :] - 2.0 * (vectors[start:end] @ vectors.T)
+        rows, cols = np.nonzero(d2 <= limit)
+        keep = photos[start + rows] != photos[cols]
+        rows, cols = rows[keep], cols[keep]
+        distances = np.sqrt(np.maximum(d2[rows, cols], 0.0))
+        order = np.lexsort((distances, rows))
+        rows, cols, distances = rows[order], cols[order], distances[order]
+        bounds = np.searchsorted(rows, np.arange(end - start + 1))
+        for offset in range(end - start):
+            lo, hi = bounds[offset], min(bounds[offset + 1], bounds[offset] + NEIGHBOURS)
+            yield start + offset, cols[lo:hi], distances[lo:hi]
+
+
+class SnapshotGrouping:
+    """The rules' state (`grouping.Grouping`) in memory, over a snapshot with the automatic
+    choices forgotten; what changed is read back for the swap."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.index = {face_id: i for i, face_id in enumerate(snapshot.ids)}
+        automatic = [by == Assignment.AUTO for by in snapshot.assigned]
+        self.previous = {
+            face_id: person
+            for face_id, person, auto in zip(snapshot.ids, snapshot.persons, automatic, strict=True)
+            if auto and person is not None
+        }
+        self.person = [
+            None if auto else p for p, auto in zip(snapshot.persons, automatic, strict=True)
+        ]
+        self.assigned = [
+            None if auto else by for by, auto in zip(snapshot.assigned, automatic, strict=True)
+        ]
+        self.members: defaultdict[uuid.UUID, set[int]] = defaultdict(set)
+        for i, person in enumerate(self.person):
+            if person is not None:
+                self.members[person].add(i)
+        self.names = dict(snapshot.names)
+        self.made: set[uuid.UUID] = set()
+        self.gone: set[uuid.UUID] = set()
+        self.photo_moves: dict[uuid.UUID, uuid.UUID] = {}
+        self.near: list[tuple[np.ndarray, np.ndarray]] = [
+            (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        ] * len(snapshot.ids)
+
+    def face(self, face_id: uuid.UUID) -> tuple[uuid.UUID | None, str | None]:
+        i = self.index[face_id]
+        return self.person[i], self.assigned[i]
+
+    def neighbours(self, face_id: uuid.UUID, max_distance: float) -> list[Neighbour]:
+        cols, distances = self.near[self.index[face_id]]
+        ids = self.snapshot.ids
+        return [
+            Neighbour(ids[j], self.person[j], self.assigned[j], float(d))
+            for j, d in zip(cols.tolist(), distances.tolist(), strict=True)
+            if d <= max_distance
+        ]
+
+    def _move(self, i: int, person_id: uuid.UUID) -> None:
+        old = self.person[i]
+        if old is not None:
+            self.members[old].discard(i)
+        self.person[i] = person_id
+        self.members[person_id].add(i)
+
+    def give(self, face_ids: list[uuid.UUID], person_id: uuid.UUID) -> None:
+        for face_id in face_ids:
+            i = self.index[face_id]
+            if self.assigned[i] is None:
+                self._move(i, person_id)
+                self.assigned[i] = Assignment.AUTO
+
+    def exists(self, person_id: uuid.UUID) -> bool:
+        return person_id in self.names and person_id not in self.gone
+
+    def has_faces(self, person_id: uuid.UUID) -> bool:
+        return bool(self.members.get(person_id))
+
+    def new_person(self) -> uuid.UUID:
+        person_id = uuid.uuid4()
+        self.names[person_id] = None
+        self.made.add(person_id)
+        return person_id
+
+    def is_named(self, person_id: uuid.UUID) -> bool:
+        return self.exists(person_id) and self.names[person_id] is not None
+
+    def unnamed(self, person_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+        return [p for p in person_ids if self.exists(p) and self.names[p] is None]
+
+    def take_over(self, person_id: uuid.UUID, unnamed: list[uuid.UUID]) -> None:
+        for other in unnamed:
+            for i in list(self.members.get(other, ())):
+                self._move(i, person_id)
+            self.photo_moves[other] = person_id
+            self.gone.add(other)
+
+    def changes(self) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None]]:
+        """(face, person, assigned_by) for every face whose placement differs from the snapshot."""
+        snapshot = self.snapshot
+        return [
+            (face_id, self.person[i], self.assigned[i])
+            for i, face_id in enumerate(snapshot.ids)
+            if (self.person[i], self.assigned[i]) != (snapshot.persons[i], snapshot.assigned[i])
+        ]
+
+    def final_photo_moves(self) -> dict[uuid.UUID, uuid.UUID]:
+        """Take-overs chained (a took b, then c took a) to the person that holds them now."""
+        final = {}
+        for source, target in self.photo_moves.items():
+            while target in self.photo_moves:
+                target = self.photo_moves[target]
+            final[source] = target
+        return final
+
+
+@dataclass(frozen=True)
+class ReclusterResult:
+    faces: int
+    placed: int
+    changed: int
+    kept_by_user: int
+    placed_again: int
+    persons_made: int
+    persons_dropped: int
+    seconds: dict[str, float]
+
+
+def plan(
+    snapshot: Snapshot, rules: GroupingRules, stream: TextIO | None = sys.stderr
+) -> SnapshotGrouping:
+    """Steps 2 and 3: the new grouping of the snapshot, in memory."""
+    grouping = SnapshotGrouping(snapshot)
+    count = len(snapshot.ids)
+    progress = Progress(2 * count, stream or sys.stderr, label="recluster", unit="faces")
+    done = 0
+    for i, cols, distances in nearest_neighbours(
+        snapshot.vectors, snapshot.photos, rules.match_distance
+    ):
+        grouping.near[i] = (cols, distances)
+        done += 1
+        if stream is not None and done % 1000 == 0:
+            progress.update(done, 0)
+    for face_id in snapshot.ids:
+        place(grouping, face_id, rules, grouping.previous)
+        done += 1
+        if stream is not None and done % 1000 == 0:
+            progress.update(done, 0)
+    # A face whose old person no longer holds waits for no one in the first pass (waiting faces
+    # follow only the person they had): placed once more as a new photo's face would be.
+    for i in range(count):
+        if grouping.person[i] is None and grouping.assigned[i] is None:
+            place(grouping, snapshot.ids[i], rules)
+    if stream is not None:
+        progress.update(done, 0, final=True)
+    return grouping
+
+
+def swap(
+    session: Session, model: str, grouping: SnapshotGrouping, rules: GroupingRules
+) -> tuple[int, int, int]:
+    """Step 4, in the caller's transaction: returns (faces changed, faces a user placed since the
+    snapshot and so kept, faces stored since the snapshot and placed again)."""
+    lock_grouping(session)
+    changes = grouping.changes()
+    made = grouping.made - grouping.gone
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    session.execute(
+        text(
+            "CREATE TEMP TABLE regrouped (face_id uuid PRIMARY KEY, old_person uuid, "
+            "old_assigned text, person_id uuid, assigned_by text) ON COMMIT DROP"
+        )
+    )
+    index = grouping.index
+    snapshot = grouping.snapshot
+    with connection.cursor() as cursor:
+        with cursor.copy("COPY persons (id, name, created_at) FROM STDIN") as copy:
+            for made_id in made:
+                copy.write_row((made_id, None, "now"))
+        with cursor.copy("COPY regrouped FROM STDIN") as copy:
+            for face_id, person_id, assigned_by in changes:
+                i = index[face_id]
+                copy.write_row(
+                    (face_id, snapshot.persons[i], snapshot.assigned[i], person_id, assigned_by)
+                )
+    changed = session.execute(
+        text(
+            """
+            UPDATE faces f SET person_id = r.person_id, assigned_by = r.assigned_by
+              FROM regrouped r
+             WHERE f.id = r.face_id
+               AND f.person_id IS NOT DISTINCT FROM r.old_person
+               AND f.assigned_by IS NOT DISTINCT FROM r.old_assigned
+               AND (r.person_id IS NULL OR EXISTS (SELECT 1 FROM persons WHERE id = r.person_id))
+            """
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    for source, target in grouping.final_photo_moves().items():
+        session.execute(
+            text(
+                "UPDATE photos SET person_id = :target WHERE person_id = :source "
+                "AND EXISTS (SELECT 1 FROM persons WHERE id = :target)"
+            ),
+            {"source": source, "target": target},
+        )
+    # faces stored while the plan was made were grouped under the old grouping: again, under the
+    # new one
+    stored_since = [
+        face_id
+        for face_id in session.scalars(
+            select(Face.id).where(Face.model == model).order_by(Face.created_at, Face.face_index)
+        )
+        if face_id not in index
+    ]
+    if stored_since:
+        session.execute(
+            text(
+                "UPDATE faces SET person_id = NULL, assigned_by = NULL "
+                "WHERE id = ANY(:ids) AND assigned_by = 'auto'"
+            ),
+            {"ids": stored_since},
+        )
+        database = DatabaseGrouping(session)
+        for face_id in stored_since:
+            place(database, face_id, rules)
+    return int(changed), len(changes) - int(changed), len(stored_since)
+
+
+def recluster(
+    session_factory: sessionmaker[Session],
+    model: str,
+    rules: GroupingRules,
+    stream: TextIO | None = sys.stderr,
+) -> ReclusterResult:
+    """Snapshot, plan and swap (see the module's doc); `session_factory()` gives a new session."""
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
+    with session_factory() as session:
+        snapshot = take_snapshot(session, model)
+    seconds["snapshot"] = time.perf_counter() - began
+    began = time.perf_counter()
+    grouping = plan(snapshot, rules, stream)
+    seconds["plan"] = time.perf_counter() - began
+    began = time.perf_counter()
+    with session_factory() as session, session.begin():
+        changed, kept, again = swap(session, model, grouping, rules)
+        dropped = drop_empty_unnamed(session)
+    seconds["swap"] = time.perf_counter() - began
+    placed = sum(1 for person in grouping.person if person is not None)
+    result = ReclusterResult(
+        faces=len(snapshot.ids),
+        placed=placed,
+        changed=changed,
+        kept_by_user=kept,
+        placed_again=again,
+        persons_made=len(grouping.made - grouping.gone),
+        persons_dropped=dropped,
+        seconds={name: round(value, 2) for name, value in seconds.items()},
+    )
+    log.info("faces.reclustered", model=model, **{k: v for k, v in vars(result).items()})
+    return result
