@@ -5,7 +5,8 @@ Postgres that `make run` uses, with its settings, then measures:
 
 * the HNSW index builds (time, size) and the recall of the photo search against brute force over
   400 or more query photos for several `hnsw.ef_search` values, straight in SQL (no exact
-  re-check: the index alone), and the same for a halfvec (16-bit) index at the default ef_search;
+  re-check: the index alone: the halfvec index of migration 0011), and the same for a float32
+  index built beside it at the default ef_search;
 * through the real API (one request at a time, after a warm-up): p50/p95/max of the search by
   photo (with recall@20 against brute force, mean and worst), by text (first time and cached), by
   person (their faces), with `filter_person_id`, and of listing photos (first page and deep cursor)
@@ -110,20 +111,20 @@ def ef_sweep(
     return rows
 
 
-def halfvec_trial(
+def float32_trial(
     database_url: str, library: SeededLibrary, model: str, queries: list[int], ef: int
 ) -> dict[str, Any]:
-    """pgvector's halfvec (16-bit floats) for the photo index: build time, size, recall and
-    latency beside the float32 index, on the same queries; the index is dropped afterwards."""
+    """The photo index the product used before halfvec (migration 0011), built beside it on the
+    same library: build time, size, recall and latency at the same ef_search; dropped after."""
     url = _libpq_url(database_url)
     with psycopg.connect(url, autocommit=True) as conn:
         began = time.perf_counter()
         conn.execute(
-            "CREATE INDEX ix_embeddings_halfvec_512 ON embeddings "
-            "USING hnsw ((vector::halfvec(512)) halfvec_cosine_ops) WHERE dim = 512"
+            "CREATE INDEX ix_trial_vector_512 ON embeddings "
+            "USING hnsw ((vector::vector(512)) vector_cosine_ops) WHERE dim = 512"
         )
         build = time.perf_counter() - began
-        size = conn.execute("SELECT pg_relation_size('ix_embeddings_halfvec_512')").fetchone()
+        size = conn.execute("SELECT pg_relation_size('ix_trial_vector_512')").fetchone()
         recalls, times = [], []
         for i in queries:
             vector = library.photo_vectors[i]
@@ -134,13 +135,13 @@ def halfvec_trial(
                 rows = conn.execute(
                     "SELECT e.photo_id FROM embeddings e JOIN photos p ON p.id = e.photo_id "
                     "WHERE e.dim = 512 AND e.model = %s AND p.status = 'READY' "
-                    "ORDER BY (e.vector::halfvec(512)) <=> CAST(%s AS halfvec(512)) LIMIT %s",
+                    "ORDER BY (e.vector::vector(512)) <=> CAST(%s AS vector(512)) LIMIT %s",
                     (model, str(vector.tolist()), LIMIT),
                 ).fetchall()
                 times.append((time.perf_counter() - began) * 1000)
             truth = exact_top(library, vector, LIMIT)
             recalls.append(len(truth & {row[0] for row in rows}) / LIMIT)
-        conn.execute("DROP INDEX ix_embeddings_halfvec_512")
+        conn.execute("DROP INDEX ix_trial_vector_512")
     result = {
         "ef_search": ef,
         "build_s": round(build, 1),
@@ -148,7 +149,7 @@ def halfvec_trial(
         "recall": recall_summary(recalls),
         **percentiles(times),
     }
-    print(f"  halfvec: {result}", flush=True)
+    print(f"  float32 index: {result}", flush=True)
     return result
 
 
@@ -318,7 +319,8 @@ def sizes(stack: Stack) -> dict[str, float]:
     with psycopg.connect(_libpq_url(stack.database_url)) as conn:
         rows = conn.execute(
             "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
-            "WHERE c.relname IN ('photos', 'embeddings', 'faces') OR c.relname LIKE 'ix_%vector%'"
+            "WHERE c.relname IN ('photos', 'embeddings', 'faces') "
+            "OR c.relname LIKE 'ix_embeddings_%vec%' OR c.relname LIKE 'faces_vector_%'"
         ).fetchall()
         settings = dict(
             conn.execute(
@@ -336,6 +338,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--ef", default="40,64,100,200", help="ef_search values to sweep")
     parser.add_argument("--no-recluster", action="store_true")
+    parser.add_argument(
+        "--no-float32", action="store_true", help="skip the float32 index built for comparison"
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     output = args.output or REPO / "bench" / f"scale-{args.photos}.json"
@@ -376,9 +381,10 @@ def main() -> int:
             queries,
             [int(v) for v in args.ef.split(",")],
         )
-        results["halfvec"] = halfvec_trial(
-            stack.database_url, library, clip_model, queries, ScanSettings().ef_search
-        )
+        if not args.no_float32:
+            results["float32_index"] = float32_trial(
+                stack.database_url, library, clip_model, queries, ScanSettings().ef_search
+            )
         api = start_api(stack, settings, "api-scale", running)
         assert api.process is not None
         results["api"] = through_api(settings, library, queries, rng)

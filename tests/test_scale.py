@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from photoembed import search
 from photoembed.db import session_scope
 from photoembed.metrics import EXACT_RECHECKS
-from photoembed.search import QueryVector, search_similar
+from photoembed.search import QueryVector, ScanSettings, scan_for, search_similar
 from photoembed.seeding import SeededLibrary, seed_library
 from tests.conftest import new_database
 from tests.helpers import settings_env
@@ -48,24 +51,63 @@ def _exact(url: str, vector: np.ndarray, where: str, values: dict[str, object]) 
     return [str(row.id) for row in rows]
 
 
-def test_an_hnsw_answer_with_too_few_rows_is_redone_exactly(library):
+@dataclass(frozen=True)
+class AtTheMost(ScanSettings):
+    def wider(self) -> ScanSettings | None:
+        return None
+
+
+def _counts() -> tuple[float, float]:
+    return (
+        EXACT_RECHECKS.labels(kind="wider")._value.get(),
+        EXACT_RECHECKS.labels(kind="photos")._value.get(),
+    )
+
+
+def _short_scans(session: Session) -> None:
+    """An HNSW scan (at 3,000 photos the planner would rather sort the few that pass a filter)
+    that gives up early, as a scan lost in the wrong region of the graph does."""
+    session.execute(text("SET LOCAL enable_sort = off"))
+    session.execute(text("SET LOCAL hnsw.max_scan_tuples = 40"))
+
+
+def test_a_short_hnsw_answer_is_asked_again_with_four_times_the_candidates(library):
     url, seeded = library
     vector = seeded.photo_vectors[7]
     truth = _exact(url, vector, "p.quality_score >= 0.99", {})
-    assert len(truth) == 20
-    rechecks = EXACT_RECHECKS.labels(kind="photos")._value.get()
+    before = _counts()
     with session_scope(url) as session:
-        # given an HNSW scan (at 3,000 photos the planner would rather sort the few that pass)
-        # that gives up early, as a scan lost in the wrong region of the graph does
-        session.execute(text("SET LOCAL enable_sort = off"))
-        session.execute(text("SET LOCAL hnsw.max_scan_tuples = 40"))
-        # when the few photos of quality 0.99 or more nearest to a photo are asked for
+        _short_scans(session)
+        # when the few photos of quality 0.99 or more (2 %) nearest to a photo are asked for
         hits = search_similar(
             session, QueryVector(vector.tolist(), CLIP), limit=20, min_quality=0.99
         )
-    # then the short answer was noticed and redone exactly
+    # then the short answer (100 candidates) was asked again with 400, which filled it
+    assert _counts() == (before[0] + 1, before[1])
+    assert len(hits) == 20
+    assert len({str(hit.photo_id) for hit in hits} & set(truth)) >= 18
+
+
+def test_a_short_answer_at_the_most_candidates_is_ranked_exactly(library):
+    url, seeded = library
+    vector = seeded.photo_vectors[7]
+    truth = _exact(url, vector, "p.quality_score >= 0.995", {})
+    assert len(truth) == 20
+    before = _counts()
+    with session_scope(url) as session:
+        _short_scans(session)
+        # when 1 % of the photos pass, and the scan cannot be widened (as at ef_search 1000,
+        # pgvector's most, which at 3,000 photos would visit them all)
+        hits = search_similar(
+            session,
+            QueryVector(vector.tolist(), CLIP),
+            limit=20,
+            min_quality=0.995,
+            scan=AtTheMost(),
+        )
+    # then the short answer was noticed and ranked exactly
+    assert _counts() == (before[0], before[1] + 1)
     assert [str(hit.photo_id) for hit in hits] == truth
-    assert EXACT_RECHECKS.labels(kind="photos")._value.get() == rechecks + 1
 
 
 def test_a_person_filter_ranks_exactly_among_the_persons_photos(library):
@@ -104,4 +146,15 @@ def test_prewarm_reads_every_search_index_into_memory(library, settings):
             )
         }
     assert set(read) == indexes
-    assert read["ix_embeddings_vector_512"] > 0.5 and read["faces_vector_128_hnsw"] > 0.1
+    assert read["ix_embeddings_halfvec_512"] > 0.2 and read["faces_vector_128_hnsw"] > 0.1
+
+
+def test_ef_search_follows_the_librarys_size_unless_set(library, monkeypatch):
+    url, _ = library
+    with session_scope(url) as session:
+        # 3,000 photos: a small library
+        assert scan_for(session, 0).ef_search == search.DEFAULT_EF_SEARCH
+        assert scan_for(session, 250).ef_search == 250
+        # past the size where 100 candidates were measured not to be enough
+        monkeypatch.setattr(search, "LARGE_LIBRARY", 2000)
+        assert scan_for(session, 0).ef_search == search.LARGE_LIBRARY_EF_SEARCH

@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = 0
     embed_batch_wait_ms: int = 20
 
-    # hnsw.ef_search of the photo and face searches (docs/scale.md: recall measured against it)
-    search_ef_search: int = Field(default=100, ge=10, le=1000)
+    # hnsw.ef_search of the photo and face searches; 0: by the library's size, as measured
+    # (docs/scale.md: 100 up to 250,000 photos, 400 beyond)
+    search_ef_search: int = Field(default=0, ge=0, le=1000)
 
     faces_enabled: bool = True
     face_model: Literal["dlib", "insightface"] = "dlib"

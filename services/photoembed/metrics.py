@@ -38,7 +38,8 @@ STATUS_TRANSITIONS = Counter(
 # Worker
 EXACT_RECHECKS = Counter(
     "photoembed_search_exact_rechecks_total",
-    "Searches redone by an exact scan because the HNSW result was visibly wrong.",
+    "Searches redone because the HNSW result was visibly wrong: kind=wider (four times the "
+    "candidates), kind=photos (an exact scan, when the wider scan was still wrong).",
     ["kind"],
 )
 PHOTOS_EMBEDDED = Counter("photoembed_photos_embedded_total", "Photos embedded and stored.")

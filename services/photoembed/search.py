@@ -1,6 +1,10 @@
 """Person search: cosine similarity over pgvector's HNSW index, within one model's vectors, or,
 for a person with known faces (or a face), L2 distance between face identity vectors.
 
+The photos' index holds 16-bit (halfvec) copies of the vectors (migration 0011: half the size,
+the same recall, docs/scale.md); the similarity returned and any exact ranking use the stored
+full-precision vectors.
+
 A query becomes one unit vector: a text through the CLIP text tower, an uploaded image through the
 image tower, an existing photo's stored vector, or a person's READY photos' mean vector
 (re-normalised: the centroid of their appearance). Only vectors of the same model identity are
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Row, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.orm import Session
 
 from photoembed.logging import get_logger
@@ -55,10 +59,14 @@ class FaceQuery:
 
 
 PERSON_FACES = 20  # a person is searched by their best faces
-# hnsw.ef_search: the candidates each scan keeps. Measured by `make bench-scale` on clustered
-# libraries: at 40 about one query in 400 ended in an unrelated region of the graph (recall 0);
-# see docs/scale.md for the figures this default comes from.
+# hnsw.ef_search: the candidates each scan keeps, by the library's size (SEARCH_EF_SEARCH=0).
+# Measured by `make bench-scale` on clustered libraries (docs/scale.md): at 100,000 photos 40
+# left 3-7 queries of 400 in an unrelated region of the graph (recall 0) and 100 none; at
+# 1,000,000, 100 left 19 and 400 none.
 DEFAULT_EF_SEARCH = 100
+LARGE_LIBRARY = 250_000  # vectors in the embeddings table
+LARGE_LIBRARY_EF_SEARCH = 400
+MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 
 
 @dataclass(frozen=True)
@@ -68,9 +76,28 @@ class ScanSettings:
 
     ef_search: int = DEFAULT_EF_SEARCH
 
+    def wider(self) -> ScanSettings | None:
+        """Four times the candidates, up to pgvector's most (1000); None when at the most."""
+        if self.ef_search >= MAX_EF_SEARCH:
+            return None
+        return ScanSettings(ef_search=min(MAX_EF_SEARCH, 4 * self.ef_search))
+
     def apply(self, session: Session, rows: int) -> None:
         session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
-        session.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), 2 * rows)}"))
+        ef_search = min(MAX_EF_SEARCH, max(int(self.ef_search), 2 * rows))
+        session.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
+
+
+def scan_for(session: Session, ef_search: int) -> ScanSettings:
+    """`ef_search` (SEARCH_EF_SEARCH), or for 0 the measured value for the library's size (the
+    planner's row estimate: no count)."""
+    if ef_search:
+        return ScanSettings(ef_search=ef_search)
+    rows = session.execute(
+        text("SELECT reltuples FROM pg_class WHERE oid = CAST('embeddings' AS regclass)")
+    ).scalar_one()
+    large = rows is not None and rows >= LARGE_LIBRARY
+    return ScanSettings(ef_search=LARGE_LIBRARY_EF_SEARCH if large else DEFAULT_EF_SEARCH)
 
 
 def _parse(vector_text: str) -> list[float]:
@@ -120,18 +147,21 @@ PERSON_PHOTOS = """(SELECT id FROM photos WHERE person_id = :person
                     UNION SELECT photo_id FROM faces WHERE person_id = :person)"""
 
 
-def _ranking(vectors: str, operator: str, dim: int, person_id: uuid.UUID | None) -> tuple[str, str]:
+def _ranking(
+    vectors: str, operator: str, dim: int, person_id: uuid.UUID | None, index_type: str
+) -> tuple[str, str]:
     """The rows to rank (FROM and the person's filter) and the distance to rank them by.
 
-    Without a person: every vector of the dimension, through its partial HNSW index (the cast and
-    the `dim` condition are the index's expression). With one: only the person's photos, ranked
-    exactly, by an expression no index serves; an HNSW scan filtered to a few hundred photos of a
-    library would walk most of the graph (0.8-1.5 s at 100,000 photos)."""
+    Without a person: every vector of the dimension, through its partial HNSW index (the cast to
+    `index_type` and the `dim` condition are the index's expression; photos are indexed as
+    halfvec, faces as vector). With one: only the person's photos, ranked exactly, by an
+    expression no index serves; an HNSW scan filtered to a few hundred photos of a library would
+    walk most of the graph (0.8-1.5 s at 100,000 photos)."""
     alias = vectors.split()[-1]
     if person_id is None:
         return (
             f"{vectors} JOIN photos p ON p.id = {alias}.photo_id WHERE TRUE",
-            f"({alias}.vector::vector({dim})) {operator} CAST(:q AS vector({dim}))",
+            f"({alias}.vector::{index_type}({dim})) {operator} CAST(:q AS {index_type}({dim}))",
         )
     return (
         f"{vectors} JOIN photos p ON p.id = {alias}.photo_id "
@@ -175,28 +205,36 @@ def search_similar(
 ) -> list[SearchHit]:
     """The `limit` READY photos nearest to `query` (cosine) among vectors of its model.
 
-    An HNSW scan can end in the wrong region of the graph. Where that can be seen, the search is
-    redone exactly (a sequential scan): the query is a stored photo's vector (`query_photo`) that
-    passes the filters but is missing from the result, or fewer rows came back than pass them."""
+    An HNSW scan can end in the wrong region of the graph. Where that can be seen (the query is a
+    stored photo's vector, `query_photo`, that passes the filters but is missing from the result,
+    or fewer rows came back than pass them) the search is asked again with four times the
+    candidates, then, if still wrong, ranked exactly (a sequential scan)."""
     dim = len(query.vector)
     if dim not in SUPPORTED_DIMS:
         raise ValueError(f"{dim}-d vectors have no index (supported: {SUPPORTED_DIMS})")
     scan.apply(session, limit)
-    rows_from, distance = _ranking("embeddings e", "<=>", dim, person_id)
+    rows_from, distance = _ranking("embeddings e", "<=>", dim, person_id, "halfvec")
+    # the similarity returned, and an exact ranking, use the stored (full precision) vectors;
+    # no index serves this expression
+    exact_distance = "e.vector <=> CAST(:q AS vector)"
     # dim is one of SUPPORTED_DIMS (checked above); every value goes in as a bound parameter.
     eligible = f"""
               FROM {rows_from}
                AND e.dim = {dim} AND e.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)"""
-    statement = text(
-        f"""
-            SELECT p.id, p.person_id, p.quality_score, 1 - ({distance}) AS similarity
+
+    def ranked_by(order: str) -> TextClause:
+        return text(
+            f"""
+            SELECT p.id, p.person_id, p.quality_score, 1 - ({exact_distance}) AS similarity
             {eligible}
-             ORDER BY {distance}
+             ORDER BY {order}
              LIMIT :limit
             """
-    )
+        )
+
+    statement = ranked_by(distance)
     values = {
         "q": vector_literal(query.vector),
         "model": query.model,
@@ -207,14 +245,22 @@ def search_similar(
         "query_photo": query_photo,
     }
     rows = session.execute(statement, values).all()
-    # a person's photos are ranked exactly already
+    # A person's photos are ranked exactly already. A visibly wrong answer is asked again with
+    # four times the candidates (cheap), then, if still wrong, by an exact scan (a second or more
+    # at a million photos).
     reason = None if person_id is not None else _visibly_wrong(session, eligible, values, rows)
+    wider = scan.wider()
+    if reason is not None and wider is not None:
+        wider.apply(session, limit)
+        rows = session.execute(statement, values).all()
+        retried = _visibly_wrong(session, eligible, values, rows)
+        log.info("search.wider_scan", reason=reason, ef_search=wider.ef_search, still=retried)
+        EXACT_RECHECKS.labels(kind="wider").inc()
+        reason = retried
     if reason is not None:
         log.warning("search.exact_recheck", reason=reason, model=query.model, limit=limit)
         EXACT_RECHECKS.labels(kind="photos").inc()
-        session.execute(text("SET LOCAL enable_indexscan = off"))
-        rows = session.execute(statement, values).all()
-        session.execute(text("SET LOCAL enable_indexscan = on"))
+        rows = session.execute(ranked_by(exact_distance), values).all()
     # relaxed_order may hand rows back slightly out of order
     hits = [
         SearchHit(row.id, row.person_id, float(row.similarity), row.quality_score) for row in rows
@@ -267,7 +313,7 @@ def search_by_face(
     dim = query.dim
     per_face = 3 * limit + 20  # several faces of one photo may come first
     scan.apply(session, per_face)
-    rows_from, distance = _ranking("faces f", "<->", dim, person_id)
+    rows_from, distance = _ranking("faces f", "<->", dim, person_id, "vector")
     cosine = f"(f.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
     # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
     statement = text(

@@ -91,23 +91,17 @@ def onnx_path_for(settings: Settings) -> Path:
     return plan.cache_dir / "onnx" / f"{plan.model_name}-{sha256[:16]}-{plan.activation}.onnx"
 
 
-class _TextTower(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+class _Tower(torch.nn.Module):
+    """One tower of the model as a module of its own: `encode` is `encode_image` or
+    `encode_text`."""
+
+    def __init__(self, model: torch.nn.Module, encode: str) -> None:
         super().__init__()
         self.model = model
+        self.encode = encode
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = self.model.encode_text(tokens)  # type: ignore[operator]
-        return features
-
-
-class _ImageTower(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = self.model.encode_image(pixels)  # type: ignore[operator]
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        features: torch.Tensor = getattr(self.model, self.encode)(inputs)
         return features
 
 
@@ -166,7 +160,9 @@ def export_onnx(embedder: ClipEmbedder, path: Path) -> OnnxMeta:
     )
     expected = embedder.embed_pixels(check, exact=True)
 
-    partial = _export(_ImageTower(loaded.model), torch.from_numpy(check[:2]), path, "pixels")
+    partial = _export(
+        _Tower(loaded.model, "encode_image"), torch.from_numpy(check[:2]), path, "pixels"
+    )
     try:
         actual = run_session(create_session(partial, 1), check)
         diff = max_abs_difference(actual, expected)
@@ -238,7 +234,9 @@ def export_text_onnx(embedder: ClipEmbedder, path: Path) -> OnnxTextMeta:
     tokenizer = ClipTokenizer(merges)
     tokens = tokenizer(TEXT_PROBES)
     expected = embedder.embed_texts(TEXT_PROBES)
-    partial = _export(_TextTower(loaded.model), torch.from_numpy(tokens[:2]), path, "tokens")
+    partial = _export(
+        _Tower(loaded.model, "encode_text"), torch.from_numpy(tokens[:2]), path, "tokens"
+    )
     try:
         (features,) = create_session(partial, 1).run(None, {"tokens": tokens})
         diff = max_abs_difference(normalise(features), expected)

@@ -31,12 +31,12 @@ from photoembed.photos import decode_limits
 from photoembed.search import (
     FaceQuery,
     QueryVector,
-    ScanSettings,
     SearchHit,
     face_query,
     person_face_query,
     person_query,
     photo_query,
+    scan_for,
     search_by_face,
     search_similar,
 )
@@ -179,8 +179,8 @@ def _face_query(settings: Settings, kind: str, query: SearchQuery) -> FaceQuery 
 def _rank(
     settings: Settings, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
-    scan = ScanSettings(ef_search=settings.search_ef_search)
     with session_scope(settings.database_url) as session:
+        scan = scan_for(session, settings.search_ef_search)
         if isinstance(vector, FaceQuery):
             return search_by_face(
                 session,
