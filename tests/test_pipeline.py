@@ -12,7 +12,6 @@ import pytest
 import structlog
 import torch
 
-from photoembed.api.queries import query_settings
 from photoembed.cli.serve import check_connection_budget
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
@@ -94,12 +93,9 @@ def test_torch_embedders_size_their_threads_for_torch_where_workers_run_onnx():
     cores = os.cpu_count() or 1
     worker = resolve(Settings(clip_device="cpu"))
     assert worker.embed_runtime == "onnx" and plan_sizing(worker).inference_threads == 1
-    # then a torch embedder given the worker's settings (the ONNX export), the API's query model
-    # and any other torch embedder use every core in one pass
+    # then a torch embedder given the worker's settings (the ONNX export) and any other torch
+    # embedder use every core in one pass
     assert ClipEmbedder(worker)._inference_threads == cores
-    queries = query_settings(Settings(clip_device="cpu"))
-    assert queries.embed_runtime == "torch"
-    assert ClipEmbedder(queries)._inference_threads == cores
     assert ClipEmbedder(Settings(clip_device="cpu"))._inference_threads == cores
 
 

@@ -121,8 +121,8 @@ def machine_memory() -> int:
 
 def postgres_memory_settings(memory_bytes: int, cores: int) -> dict[str, str]:
     """What `make run`'s Postgres (and `make bench-scale`'s) is given, so that the HNSW indexes
-    fit in memory: at 100,000 photos the 512-d index is 260 MB and the faces' 72 MB, at 1,000,000
-    about ten times that (docs/scale.md). A quarter of the memory for shared buffers (at most
+    fit in memory: at 1,000,000 photos the photos' index is 1.3 GB and the faces' 0.7 GB
+    (docs/scale.md). A quarter of the memory for shared buffers (at most
     8 GB), an eighth for building an index (at most 4 GB: an HNSW build that outgrows it slows down
     several times), a worker per spare core for the build."""
     mb = memory_bytes // 2**20

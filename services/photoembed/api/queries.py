@@ -1,4 +1,5 @@
-"""Text and image search queries in the API process, in ONNX Runtime: torch is never imported here.
+"""Text and image search queries in the API process, in ONNX Runtime: for OpenCLIP models (the
+default) torch is never imported here.
 
 The towers are the ones `photoembed model onnx` exported for the configured weights and named in
 its manifest (`clip.runtimes.onnx_text`): a worker on the CPU prepares them when it starts, the
@@ -6,6 +7,9 @@ container image bakes them. Where no manifest exists yet and torch is installed,
 runs `photoembed model onnx` in a child process, as the worker does; without torch it is a
 `ModelLoadError` (503) that says what to run. Each tower is opened on the first query that needs it,
 and text query vectors are kept by (model, text), the most recent TEXT_CACHE_SIZE of them.
+
+EMBED_BACKEND=transformers has no ONNX export: its queries run in torch (`TorchQueries`, imported
+on the first such query), with the checkpoint's own tokenizer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -35,6 +40,9 @@ from photoembed.config import Settings
 from photoembed.lazy import LoadOnce
 from photoembed.logging import get_logger
 from photoembed.search import QueryVector
+
+if TYPE_CHECKING:
+    from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 
 log = get_logger(__name__)
 
@@ -66,8 +74,34 @@ def prepared_towers(settings: Settings) -> TowersManifest:
     return manifest
 
 
+class TorchQueries:
+    """The checkpoint's towers in torch, for backends without an ONNX export."""
+
+    def __init__(self, settings: Settings) -> None:
+        runtime = settings.model_copy(update={"embed_runtime": "torch"})
+        self._embedder: LoadOnce[ClipEmbedder] = LoadOnce(lambda: self._create(runtime))
+
+    @staticmethod
+    def _create(settings: Settings) -> ClipEmbedder:
+        from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+        from photoembed.sizing import resolve
+
+        embedder = ClipEmbedder(resolve(settings))
+        embedder.load()
+        return embedder
+
+    def embed_text(self, text: str) -> QueryVector:
+        embedder = self._embedder.get()
+        return QueryVector(embedder.embed_texts([text])[0].tolist(), embedder.load().identity)
+
+    def embed_image(self, image: Image.Image) -> QueryVector:
+        embedder = self._embedder.get()
+        return QueryVector(embedder.embed_images([image])[0].tolist(), embedder.load().identity)
+
+
 class QueryEmbedder:
     def __init__(self, settings: Settings) -> None:
+        self._torch = TorchQueries(settings) if settings.embed_backend != "open_clip" else None
         self._settings = query_settings(settings)
         self._threads = min(4, os.cpu_count() or 1)
         self._manifest: LoadOnce[TowersManifest] = LoadOnce(lambda: prepared_towers(self._settings))
@@ -87,6 +121,8 @@ class QueryEmbedder:
         return open_prepared(path, self._threads, time.perf_counter())
 
     def embed_text(self, text: str) -> QueryVector:
+        if self._torch is not None:
+            return self._torch.embed_text(text)
         encoder = self._text.get()
         key = (encoder.identity, text)
         with self._cache_lock:
@@ -102,6 +138,8 @@ class QueryEmbedder:
         return vector
 
     def embed_image(self, image: Image.Image) -> QueryVector:
+        if self._torch is not None:
+            return self._torch.embed_image(image)
         loaded = self._image.get()
         vector = run_session(loaded.session, loaded.preprocessing(image)[None])[0]
         return QueryVector(vector.tolist(), loaded.identity)
