@@ -59,7 +59,14 @@ def _import(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C must reach it as at a terminal: a test run started in the background of a
+        # script inherits SIGINT ignored, and Python then never installs its handler
+        preexec_fn=_default_sigint,
     )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finished(process: subprocess.Popen[str], timeout: float = 900) -> tuple[int, dict, str]:
