@@ -33,13 +33,13 @@ from photoembed.clip.runtimes.onnx_runtime import (
     PARITY_TOLERANCE,
     OnnxMeta,
     create_session,
+    normalise,
     run_session,
 )
 from photoembed.clip.runtimes.onnx_text import (
     TEXT_PARITY_TOLERANCE,
     OnnxTextMeta,
     TowersManifest,
-    normalise,
     text_onnx_path,
     write_manifest,
 )

@@ -124,13 +124,18 @@ def create_session(path: Path, threads: int) -> Any:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
-    """Preprocessed images (N, C, H, W) to L2-normalised embeddings (N, D)."""
-    (features,) = session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
+def normalise(features: np.ndarray) -> np.ndarray:
+    """A tower's output (N, D) as float32 unit vectors."""
     features = np.asarray(features, dtype=np.float32)
     norms = np.linalg.norm(features, axis=-1, keepdims=True)
     result: np.ndarray = features / np.maximum(norms, 1e-12)
     return result
+
+
+def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
+    """Preprocessed images (N, C, H, W) to L2-normalised embeddings (N, D)."""
+    (features,) = session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
+    return normalise(features)
 
 
 def prepare_onnx(settings: Settings) -> Path:

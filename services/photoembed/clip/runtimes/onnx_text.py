@@ -22,7 +22,7 @@ import numpy as np
 
 from photoembed.clip import model_files
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.runtimes.onnx_runtime import create_session
+from photoembed.clip.runtimes.onnx_runtime import create_session, normalise
 from photoembed.clip.tokenizer import ClipTokenizer
 from photoembed.config import Settings
 from photoembed.logging import get_logger
@@ -110,14 +110,6 @@ def read_manifest(settings: Settings) -> TowersManifest | None:
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"the towers manifest {path} is not valid: {exc}") from None
     return manifest if manifest.format == MANIFEST_FORMAT else None
-
-
-def normalise(features: np.ndarray) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float32)
-    result: np.ndarray = features / np.maximum(
-        np.linalg.norm(features, axis=-1, keepdims=True), 1e-12
-    )
-    return result
 
 
 class OnnxTextEncoder:
