@@ -353,10 +353,10 @@ def test_people_by_face_named_inline_boxes_reassigned_and_every_photo_listed(
 def test_the_photos_view_of_a_large_library_pages_as_it_scrolls_and_fills_the_window(
     postgres, settings, start_service, browser
 ):
-    # given a library of 2,000 READY photos (put in by COPY: their files are not on disk, so
-    # every thumbnail fails) and one photo just uploaded, PENDING (no worker runs)
+    # given a library of 5,000 READY photos of 100 people (put in by COPY: their files are not on
+    # disk, so every thumbnail fails) and one photo just uploaded, PENDING (no worker runs)
     url = new_database(postgres, "library")
-    seeded = seed_library(url.replace("postgresql+psycopg", "postgresql"), 2000,
+    seeded = seed_library(url.replace("postgresql+psycopg", "postgresql"), 5000,
                           clip_model="test-clip", face_model="test-faces")  # fmt: skip
     settings = settings.model_copy(update={"database_url": url})
     with start_api(settings, start_service) as api:
@@ -382,7 +382,17 @@ def test_the_photos_view_of_a_large_library_pages_as_it_scrolls_and_fills_the_wi
         # when the user scrolls to the end, more cards come, still not all
         page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         page.wait_for_function(f"document.querySelectorAll('#photos .card').length > {first}")
-        assert page.locator("#photos .card").count() < 2000
+        assert page.locator("#photos .card").count() < 5000
+
+        # and the People panel draws a page of the 100 people, the next on "Show more people"
+        assert page.locator("#people .card").count() == 48
+        assert "100 people" in page.inner_text("#people-status")
+        assert "(48 shown)" in page.inner_text("#people-status")
+        page.click("#people-more")
+        assert page.locator("#people .card").count() == 96
+        page.click("#people-more")
+        assert page.locator("#people .card").count() == 100
+        assert page.locator("#people-more").is_hidden()
 
         # and a thumbnail that failed three times more offers Retry, which works once the
         # photo's file is there

@@ -84,37 +84,50 @@ async function loadPersons(selected = $("person-select").value) {
 
 // --- people: a card per person, with their best face; unnamed ones named inline ------------------
 
-function showPeople() {
+function personCard(person, chosen) {
+  const li = document.createElement("li");
+  li.className = "card person" + (person.id === chosen ? " selected" : "");
+  li.dataset.personId = person.id;
+  const open = document.createElement("button");
+  open.type = "button"; open.className = "open";
+  open.setAttribute("aria-label", `Show the photos of ${label(person.id)}`);
+  const img = document.createElement("img"); img.alt = "";
+  open.append(img);
+  if (person.cover_face_id) { thumbnail(img, `/faces/${person.cover_face_id}/thumbnail`); }
+  open.addEventListener("click", () => { $("gallery-person").value = person.id; personChosen(); });
+  const caption = document.createElement("div");
+  const name = document.createElement("span");
+  name.className = "person-name" + (person.name ? "" : " unnamed"); name.textContent = label(person.id);
+  caption.append(name, ` · ${person.face_count} face(s)`);
+  const rename = document.createElement("form");
+  rename.className = "rename row";
+  const input = document.createElement("input");
+  input.value = person.name || ""; input.placeholder = "Name"; input.required = true;
+  input.setAttribute("aria-label", `Name for ${label(person.id)}`);
+  const save = document.createElement("button"); save.type = "submit"; save.className = "small"; save.textContent = "Save";
+  rename.append(input, save);
+  rename.addEventListener("submit", (event) => { event.preventDefault(); renamePerson(person.id, input.value.trim()); });
+  li.append(open, caption, rename);
+  return li;
+}
+
+// A page of cards at a time, thumbnails included: a library's 20,000 people are never drawn at
+// once ("Show more people" adds the next page; a reload keeps as many as were shown).
+const PEOPLE_PAGE = 48;
+let peopleShown = 0;
+
+function showPeople(more = false) {
   const chosen = $("gallery-person").value;
-  $("people").replaceChildren(...personList.map((person) => {
-    const li = document.createElement("li");
-    li.className = "card person" + (person.id === chosen ? " selected" : "");
-    li.dataset.personId = person.id;
-    const open = document.createElement("button");
-    open.type = "button"; open.className = "open";
-    open.setAttribute("aria-label", `Show the photos of ${label(person.id)}`);
-    const img = document.createElement("img"); img.alt = "";
-    open.append(img);
-    if (person.cover_face_id) { thumbnail(img, `/faces/${person.cover_face_id}/thumbnail`); }
-    open.addEventListener("click", () => { $("gallery-person").value = person.id; personChosen(); });
-    const caption = document.createElement("div");
-    const name = document.createElement("span");
-    name.className = "person-name" + (person.name ? "" : " unnamed"); name.textContent = label(person.id);
-    caption.append(name, ` · ${person.face_count} face(s)`);
-    const rename = document.createElement("form");
-    rename.className = "rename row";
-    const input = document.createElement("input");
-    input.value = person.name || ""; input.placeholder = "Name"; input.required = true;
-    input.setAttribute("aria-label", `Name for ${label(person.id)}`);
-    const save = document.createElement("button"); save.type = "submit"; save.className = "small"; save.textContent = "Save";
-    rename.append(input, save);
-    rename.addEventListener("submit", (event) => { event.preventDefault(); renamePerson(person.id, input.value.trim()); });
-    li.append(open, caption, rename);
-    return li;
-  }));
+  const from = more ? peopleShown : 0;
+  const upTo = Math.min(personList.length, more ? peopleShown + PEOPLE_PAGE : Math.max(PEOPLE_PAGE, peopleShown));
+  const cards = personList.slice(from, upTo).map((person) => personCard(person, chosen));
+  if (more) { $("people").append(...cards); } else { $("people").replaceChildren(...cards); }
+  peopleShown = upTo;
+  $("people-more").hidden = peopleShown >= personList.length;
   const unnamed = personList.filter((p) => !p.name).length;
+  const shown = peopleShown < personList.length ? ` (${peopleShown} shown)` : "";
   $("people-status").textContent = personList.length
-    ? `${personList.length} people${unnamed ? `, ${unnamed} found by face and not named yet` : ""}`
+    ? `${personList.length} people${unnamed ? `, ${unnamed} found by face and not named yet` : ""}${shown}`
     : "No people yet: add one above, or upload photos and faces will be grouped";
 }
 
@@ -482,6 +495,7 @@ $("merge-button").addEventListener("click", mergePersons);
 $("photos-status").addEventListener("change", () => showPhotos());
 $("photos-refresh").addEventListener("click", () => showPhotos());
 $("photos-more").addEventListener("click", () => showPhotos(true));
+$("people-more").addEventListener("click", () => showPeople(true));
 $("delete-person").addEventListener("click", deletePerson);
 $("search-person").addEventListener("click", () => {
   const id = $("gallery-person").value;
