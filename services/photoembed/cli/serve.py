@@ -4,6 +4,7 @@ containers' health check for both."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -153,9 +154,30 @@ def check_connection_budget(settings: Settings) -> None:
         log.info("db.connection_budget", **fields)
 
 
+# The `worker` extra: the plain package is the API's (pyproject.toml).
+WORKER_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "open_clip": "open-clip-torch"}
+
+
+def check_worker_packages() -> None:
+    """A worker without the model packages stops here with what to install, instead of failing
+    on an import inside its first child process."""
+    missing = [
+        package
+        for module, package in WORKER_PACKAGES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise SystemExit(
+            f"photoembed worker needs the model packages ({', '.join(missing)} missing): "
+            "pip install 'photoembed[worker]' (make install and the worker image do; the API image "
+            "has no models)"
+        )
+
+
 def run_worker(settings: Settings) -> None:
     from photoembed.sizing import decided_settings
 
+    check_worker_packages()
     if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
         os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
     decided = decided_settings(settings)
