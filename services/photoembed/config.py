@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     embed_batch_size: int = 0
     embed_batch_wait_ms: int = 20
 
-    # hnsw.ef_search of the photo and face searches; 0: by the library's size, as measured
-    # (docs/scale.md: 100 up to 250,000 photos, 400 beyond)
+    # hnsw.ef_search of the photo and face searches; 0: the measured default (docs/scale.md: 100,
+    # recall 1.0 at 100,000 and 1,000,000 photos)
     search_ef_search: int = Field(default=0, ge=0, le=1000)
 
     faces_enabled: bool = True

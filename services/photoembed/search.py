@@ -59,14 +59,16 @@ class FaceQuery:
 
 
 PERSON_FACES = 20  # a person is searched by their best faces
-# hnsw.ef_search: the candidates each scan keeps, by the library's size (SEARCH_EF_SEARCH=0).
-# Measured by `make bench-scale` on clustered libraries (docs/scale.md): at 100,000 photos 40
-# left 3-7 queries of 400 in an unrelated region of the graph (recall 0) and 100 none; at
-# 1,000,000, 100 left 19 and 400 none.
+# hnsw.ef_search: the candidates each scan keeps (SEARCH_EF_SEARCH=0 takes this). Measured by
+# `make bench-scale` on clustered libraries (docs/scale.md): at 100,000 photos 40 left 3-7
+# queries of 400 in an unrelated region of the graph (recall 0) and 100 none; at 1,000,000, over
+# the photo index's denser graph (migration 0012) and with the candidates ranked exactly, 100
+# gave recall 1.0.
 DEFAULT_EF_SEARCH = 100
-LARGE_LIBRARY = 250_000  # vectors in the embeddings table
-LARGE_LIBRARY_EF_SEARCH = 400
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+# A photo search takes twice the rows asked for from the index (its halfvec ranking) and keeps
+# the nearest by the stored vectors: near-ties the 16-bit graph orders wrongly come out right.
+CANDIDATES_PER_ROW = 2
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class ScanSettings:
     asked for when that is more), iterative scans until enough rows pass the filters."""
 
     ef_search: int = DEFAULT_EF_SEARCH
+
+    @classmethod
+    def configured(cls, ef_search: int) -> ScanSettings:
+        """SEARCH_EF_SEARCH: 0 for the measured default."""
+        return cls(ef_search=ef_search or DEFAULT_EF_SEARCH)
 
     def wider(self) -> ScanSettings | None:
         """Four times the candidates, up to pgvector's most (1000); None when at the most."""
@@ -86,18 +93,6 @@ class ScanSettings:
         session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
         ef_search = min(MAX_EF_SEARCH, max(int(self.ef_search), 2 * rows))
         session.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
-
-
-def scan_for(session: Session, ef_search: int) -> ScanSettings:
-    """`ef_search` (SEARCH_EF_SEARCH), or for 0 the measured value for the library's size (the
-    planner's row estimate: no count)."""
-    if ef_search:
-        return ScanSettings(ef_search=ef_search)
-    rows = session.execute(
-        text("SELECT reltuples FROM pg_class WHERE oid = CAST('embeddings' AS regclass)")
-    ).scalar_one()
-    large = rows is not None and rows >= LARGE_LIBRARY
-    return ScanSettings(ef_search=LARGE_LIBRARY_EF_SEARCH if large else DEFAULT_EF_SEARCH)
 
 
 def _parse(vector_text: str) -> list[float]:
@@ -208,11 +203,13 @@ def search_similar(
     An HNSW scan can end in the wrong region of the graph. Where that can be seen (the query is a
     stored photo's vector, `query_photo`, that passes the filters but is missing from the result,
     or fewer rows came back than pass them) the search is asked again with four times the
-    candidates, then, if still wrong, ranked exactly (a sequential scan)."""
+    candidates, then, if still wrong, ranked exactly (a sequential scan). The index's
+    CANDIDATES_PER_ROW * `limit` nearest are ranked again by the stored vectors."""
     dim = len(query.vector)
     if dim not in SUPPORTED_DIMS:
         raise ValueError(f"{dim}-d vectors have no index (supported: {SUPPORTED_DIMS})")
-    scan.apply(session, limit)
+    candidates = CANDIDATES_PER_ROW * limit
+    scan.apply(session, candidates)
     rows_from, distance = _ranking("embeddings e", "<=>", dim, person_id, "halfvec")
     # the similarity returned, and an exact ranking, use the stored (full precision) vectors;
     # no index serves this expression
@@ -227,11 +224,15 @@ def search_similar(
     def ranked_by(order: str) -> TextClause:
         return text(
             f"""
-            SELECT p.id, p.person_id, p.quality_score, 1 - ({exact_distance}) AS similarity
-            {eligible}
-             ORDER BY {order}
+            SELECT id, person_id, quality_score, 1 - distance AS similarity FROM (
+                SELECT p.id, p.person_id, p.quality_score, {exact_distance} AS distance
+                {eligible}
+                 ORDER BY {order}
+                 LIMIT :candidates
+            ) AS nearest
+             ORDER BY distance
              LIMIT :limit
-            """
+            """  # noqa: S608
         )
 
     statement = ranked_by(distance)
@@ -241,6 +242,7 @@ def search_similar(
         "min_quality": min_quality,
         "person": person_id,
         "limit": limit,
+        "candidates": candidates,
         "ready": PhotoStatus.READY.value,
         "query_photo": query_photo,
     }
@@ -251,7 +253,7 @@ def search_similar(
     reason = None if person_id is not None else _visibly_wrong(session, eligible, values, rows)
     wider = scan.wider()
     if reason is not None and wider is not None:
-        wider.apply(session, limit)
+        wider.apply(session, candidates)
         rows = session.execute(statement, values).all()
         retried = _visibly_wrong(session, eligible, values, rows)
         log.info("search.wider_scan", reason=reason, ef_search=wider.ef_search, still=retried)
@@ -261,11 +263,9 @@ def search_similar(
         log.warning("search.exact_recheck", reason=reason, model=query.model, limit=limit)
         EXACT_RECHECKS.labels(kind="photos").inc()
         rows = session.execute(ranked_by(exact_distance), values).all()
-    # relaxed_order may hand rows back slightly out of order
-    hits = [
+    return [
         SearchHit(row.id, row.person_id, float(row.similarity), row.quality_score) for row in rows
     ]
-    return sorted(hits, key=lambda hit: -hit.similarity)
 
 
 def person_face_query(session: Session, person_id: uuid.UUID) -> FaceQuery | None:

@@ -31,12 +31,12 @@ from photoembed.photos import decode_limits
 from photoembed.search import (
     FaceQuery,
     QueryVector,
+    ScanSettings,
     SearchHit,
     face_query,
     person_face_query,
     person_query,
     photo_query,
-    scan_for,
     search_by_face,
     search_similar,
 )
@@ -180,7 +180,7 @@ def _rank(
     settings: Settings, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
     with session_scope(settings.database_url) as session:
-        scan = scan_for(session, settings.search_ef_search)
+        scan = ScanSettings.configured(settings.search_ef_search)
         if isinstance(vector, FaceQuery):
             return search_by_face(
                 session,
