@@ -172,3 +172,40 @@ def test_a_recluster_that_fails_in_its_swap_changes_nothing(library, monkeypatch
     with pytest.raises(RuntimeError, match="went away"):
         regrouping.recluster(get_sessionmaker(url), MODEL, RULES, stream=None)
     assert _assignments(url) == before
+
+
+@pytest.mark.parametrize("partition", ["persons with mistakes", "one cell", "a cell each"])
+def test_the_neighbours_are_exactly_every_face_against_all(partition):
+    # given 4,000 faces of 90 people, 1,200 photos, and a partition of them: the people with one
+    # face in ten misplaced or with nobody, all in one cell, or each face alone
+    rng = np.random.default_rng(3)
+    people = rng.integers(0, 90, 4000)
+    centres = 0.05 * rng.standard_normal((90, 128)).astype(np.float32)
+    vectors = (centres[people] + 0.0075 * rng.standard_normal((4000, 128))).astype(np.float32)
+    photos = rng.integers(0, 1200, 4000)
+    cells = {
+        "persons with mistakes": np.where(
+            rng.random(4000) < 0.1, rng.integers(0, 91, 4000), people + 1
+        ),
+        "one cell": np.zeros(4000, np.int64),
+        "a cell each": np.arange(4000),
+    }[partition]
+
+    # when each face's neighbours within 0.5 are found
+    found = {
+        face: (cols, distances)
+        for face, cols, distances in regrouping.nearest_neighbours(vectors, photos, 0.5, cells)
+    }
+
+    # then they are every face's nearest of other photos, as all pairs say, nearest first
+    exact = vectors.astype(np.float64)
+    squares = (exact**2).sum(axis=1)
+    every = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2 * exact @ exact.T, 0))
+    assert sorted(found) == list(range(4000))
+    for face in range(4000):
+        near = np.flatnonzero((every[face] <= 0.5) & (photos != photos[face]))
+        truth = near[np.argsort(every[face, near], kind="stable")][: regrouping.NEIGHBOURS]
+        cols, distances = found[face]
+        assert set(cols.tolist()) == set(truth.tolist()), face
+        assert np.all(np.diff(distances) >= 0)
+        np.testing.assert_allclose(distances, np.sort(every[face, truth]), atol=1e-5)

@@ -4,7 +4,8 @@ that photos keep being grouped while it runs and a crash part-way changes nothin
 1. Snapshot, without the grouping lock: the model's faces (who placed them, their person, their
    vector) and the persons' names, in one repeatable-read transaction.
 2. Neighbours, exactly, in memory: each face's NEIGHBOURS nearest faces of other photos within the
-   match distance, a block of faces against all at a time (one matrix product each).
+   match distance, a block of one person's faces at a time against the faces of the persons that
+   can be within reach (their centre and radius say so; one matrix product each).
 3. The rules (`grouping.place`) over the snapshot, oldest face first, every automatic choice
    forgotten (`SnapshotGrouping`): the same code that groups each photo as it arrives. The faces
    left waiting are then placed once more without their old person, as a new photo's would be.
@@ -47,6 +48,8 @@ from photoembed.models import Assignment, Face, Person
 log = get_logger(__name__)
 
 BLOCK_ELEMENTS = 32 * 2**20  # distances computed at once: 128 MB of float32
+QUERY_BLOCK = 1024  # faces of one cell compared at once
+BOUND_SLACK = 1e-4  # float32 rounding: a cell is skipped only when it is surely out of reach
 
 
 @dataclass(frozen=True)
@@ -89,27 +92,104 @@ def take_snapshot(session: Session, model: str) -> Snapshot:
 
 
 def nearest_neighbours(
-    vectors: np.ndarray, photos: np.ndarray, max_distance: float
+    vectors: np.ndarray, photos: np.ndarray, max_distance: float, cells: np.ndarray
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """For each face (in blocks): the NEIGHBOURS nearest faces of other photos within
-    `max_distance` (L2), as (face, neighbours, distances), nearest first."""
-    count = len(vectors)
+    """For each face: the NEIGHBOURS nearest faces of other photos within `max_distance` (L2), as
+    (face, neighbours, distances), nearest first; exactly.
+
+    `cells` partitions the faces (any partition gives the same answer; the snapshot's persons make
+    a good one). A face p of cell B can be within `max_distance` of face q only if their
+    distances to B's centre differ by at most `max_distance` (the triangle inequality), so a block
+    of one cell's faces is compared only with the faces of each cell whose distance to its centre
+    lies within `max_distance` of the block's: every face against all would take an hour at
+    900,000 faces here."""
     squares = np.einsum("ij,ij->i", vectors, vectors)
-    block = max(1, min(count, BLOCK_ELEMENTS // max(1, count)))
-    limit = max_distance * max_distance
-    for start in range(0, count, block):
-        end = min(count, start + block)
-        d2 = squares[start:end, None] + squares[None, :] - 2.0 * (vectors[start:end] @ vectors.T)
+    if len(vectors) == 0:
+        return
+    # one k-means round from the given cells: a misplaced face moves to the cell whose centre is
+    # nearest, where it no longer widens the bound of the cell it was put in
+    _, cell_of = np.unique(cells, return_inverse=True)
+    _, cell_of = np.unique(_nearest(vectors, _centres(vectors, cell_of)), return_inverse=True)
+    centres = _centres(vectors, cell_of)
+    cell_count = len(centres)
+    from_centre = np.sqrt(((vectors - centres[cell_of]) ** 2).sum(axis=1))
+    # the faces by cell, then by distance from the cell's centre: one sorted key for both (a
+    # cell's keys span more than any distance between two vectors)
+    span = 2.0 * float(np.sqrt(squares.max())) + max_distance + 1.0
+    order = np.lexsort((from_centre, cell_of))
+    keys = cell_of[order] * span + from_centre[order].astype(np.float64)
+    starts = np.searchsorted(cell_of[order], np.arange(cell_count + 1))
+    centre_squares = np.einsum("ij,ij->i", centres, centres)
+    block = max(1, min(QUERY_BLOCK, BLOCK_ELEMENTS // len(centres)))
+    cell_numbers = np.arange(cell_count)
+    for cell in range(cell_count):
+        members = order[starts[cell] : starts[cell + 1]]
+        for start in range(0, len(members), block):
+            faces = members[start : start + block]
+            d2 = squares[faces, None] + centre_squares[None, :] - 2.0 * (vectors[faces] @ centres.T)
+            to_centre = np.sqrt(np.maximum(d2, 0.0))
+            low = cell_numbers * span + np.maximum(
+                to_centre.min(axis=0) - max_distance - BOUND_SLACK, 0
+            )
+            high = cell_numbers * span + to_centre.max(axis=0) + max_distance + BOUND_SLACK
+            first = np.searchsorted(keys, low)
+            ends = np.searchsorted(keys, high, side="right")
+            lengths = ends - first
+            reached = np.repeat(first - np.cumsum(lengths) + lengths, lengths)
+            candidates = order[reached + np.arange(len(reached))]
+            yield from _within(vectors, squares, photos, faces, candidates, max_distance**2)
+
+
+def _centres(vectors: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
+    """The mean of each cell's vectors (cells numbered 0..n-1, none empty)."""
+    sums = np.zeros((int(cell_of.max()) + 1, vectors.shape[1]), np.float64)
+    np.add.at(sums, cell_of, vectors)
+    return (sums / np.bincount(cell_of)[:, None]).astype(np.float32)
+
+
+def _nearest(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each vector's nearest centre, a block of vectors at a time."""
+    centre_squares = np.einsum("ij,ij->i", centres, centres)
+    block = max(1, BLOCK_ELEMENTS // len(centres))
+    nearest = np.empty(len(vectors), np.int64)
+    for start in range(0, len(vectors), block):
+        scores = centre_squares[None, :] - 2.0 * (vectors[start : start + block] @ centres.T)
+        nearest[start : start + block] = np.argmin(scores, axis=1)
+    return nearest
+
+
+def _within(
+    vectors: np.ndarray,
+    squares: np.ndarray,
+    photos: np.ndarray,
+    faces: np.ndarray,
+    candidates: np.ndarray,
+    limit: float,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """`faces` against `candidates` (indexes into `vectors`), a block of faces at a time: each
+    face's NEIGHBOURS nearest candidates of other photos within sqrt(`limit`)."""
+    others = vectors[candidates].T
+    block = max(1, BLOCK_ELEMENTS // max(1, len(candidates)))
+    for start in range(0, len(faces), block):
+        rows_of = faces[start : start + block]
+        d2 = squares[rows_of, None] + squares[None, candidates] - 2.0 * (vectors[rows_of] @ others)
         rows, cols = np.nonzero(d2 <= limit)
-        keep = photos[start + rows] != photos[cols]
+        keep = photos[rows_of[rows]] != photos[candidates[cols]]
         rows, cols = rows[keep], cols[keep]
         distances = np.sqrt(np.maximum(d2[rows, cols], 0.0))
-        order = np.lexsort((distances, rows))
+        cols = candidates[cols]
+        order = np.lexsort((cols, distances, rows))
         rows, cols, distances = rows[order], cols[order], distances[order]
-        bounds = np.searchsorted(rows, np.arange(end - start + 1))
-        for offset in range(end - start):
+        bounds = np.searchsorted(rows, np.arange(len(rows_of) + 1))
+        for offset, face in enumerate(rows_of):
             lo, hi = bounds[offset], min(bounds[offset + 1], bounds[offset] + NEIGHBOURS)
-            yield start + offset, cols[lo:hi], distances[lo:hi]
+            yield int(face), cols[lo:hi], distances[lo:hi]
+
+
+def person_cells(snapshot: Snapshot) -> np.ndarray:
+    """Each face's current person as a number (the faces of nobody: one cell)."""
+    numbers: dict[uuid.UUID | None, int] = {None: 0}
+    return np.array([numbers.setdefault(p, len(numbers)) for p in snapshot.persons], np.int64)
 
 
 class SnapshotGrouping:
@@ -235,7 +315,7 @@ def plan(
     progress = Progress(2 * count, stream or sys.stderr, label="recluster", unit="faces")
     done = 0
     for i, cols, distances in nearest_neighbours(
-        snapshot.vectors, snapshot.photos, rules.match_distance
+        snapshot.vectors, snapshot.photos, rules.match_distance, person_cells(snapshot)
     ):
         grouping.near[i] = (cols, distances)
         done += 1
