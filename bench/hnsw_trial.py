@@ -1,7 +1,8 @@
 """The photo index's graph options compared on one seeded library: recall@20 against brute force
 over 400 query photos at several ef_search values, each with the index's `limit` nearest taken
 as they are ("fetch 20") and with twice as many ranked again by the stored vectors ("fetch 40",
-what the search does since migration 0012), and the build time and size of each graph.
+what the search does since migration 0012), the build time and size of each graph, and the
+worker's write (one photo's row and vector a transaction) into it.
 
     python bench/hnsw_trial.py --photos 1000000 --options "m=24,ef_construction=128"
 
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from run import REPO, Stack, _libpq_url
-from scale import LIMIT, exact_top, percentiles, recall_summary
+from scale import LIMIT, exact_top, percentiles, recall_summary, vector_writes
 
 from photoembed.seeding import SeededLibrary, seed_library
 
@@ -93,6 +94,7 @@ def main() -> int:
                     "build_s": build,
                     "index_mb": round((size[0] if size else 0) / 2**20, 1),
                     "sweep": [sweep(conn, library, queries, ef, fetch) for ef, fetch in TRIALS],
+                    "vector_writes": vector_writes(stack.database_url, MODEL),
                 }
                 output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
