@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from run import REPO, Stack, _libpq_url
-from scale import LIMIT, exact_top, percentiles, recall_summary, vector_writes
+from scale import LIMIT, percentiles, recall_summary, sql_recall, vector_writes
 
 from photoembed.seeding import SeededLibrary, seed_library
 
@@ -35,24 +35,18 @@ TRIALS = [(100, 20), (200, 20), (400, 20), (800, 20), (100, 40), (400, 40)]
 def sweep(
     conn: psycopg.Connection, library: SeededLibrary, queries: list[int], ef: int, fetch: int
 ) -> dict[str, Any]:
-    recalls, times = [], []
-    for i in queries:
-        vector = str(library.photo_vectors[i].tolist())
-        with conn.transaction():
-            conn.execute("SET LOCAL hnsw.iterative_scan = 'relaxed_order'")
-            conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-            began = time.perf_counter()
-            rows = conn.execute(
-                "SELECT id FROM (SELECT e.photo_id AS id, e.vector <=> CAST(%s AS vector) AS d"
-                " FROM embeddings e JOIN photos p ON p.id = e.photo_id"
-                " WHERE e.dim = 512 AND e.model = %s AND p.status = 'READY'"
-                " ORDER BY (e.vector::halfvec(512)) <=> CAST(%s AS halfvec(512)) LIMIT %s) AS c"
-                " ORDER BY d LIMIT %s",
-                (vector, MODEL, vector, fetch, LIMIT),
-            ).fetchall()
-            times.append((time.perf_counter() - began) * 1000)
-        truth = exact_top(library, library.photo_vectors[i], LIMIT)
-        recalls.append(len(truth & {row[0] for row in rows}) / LIMIT)
+    recalls, times = sql_recall(
+        conn,
+        library,
+        queries,
+        ef,
+        "SELECT id FROM (SELECT e.photo_id AS id, e.vector <=> CAST(%(q)s AS vector) AS d"
+        " FROM embeddings e JOIN photos p ON p.id = e.photo_id"
+        " WHERE e.dim = 512 AND e.model = %(model)s AND p.status = 'READY'"
+        " ORDER BY (e.vector::halfvec(512)) <=> CAST(%(q)s AS halfvec(512)) LIMIT %(fetch)s) AS c"
+        " ORDER BY d LIMIT %(limit)s",
+        {"model": MODEL, "fetch": fetch, "limit": LIMIT},
+    )
     result = {"ef_search": ef, "fetch": fetch, "recall": recall_summary(recalls)}
     result.update(percentiles(times))
     print(f"    {result}", flush=True)

@@ -114,6 +114,30 @@ def ef_sweep(
     return rows
 
 
+def sql_recall(
+    conn: psycopg.Connection,
+    library: SeededLibrary,
+    queries: list[int],
+    ef: int,
+    statement: str,
+    values: dict[str, Any],
+) -> tuple[list[float], list[float]]:
+    """Recall@LIMIT against brute force and milliseconds of `statement` (photo ids first; the
+    query vector is `%(q)s`) for each query photo, at hnsw.ef_search `ef`."""
+    recalls, times = [], []
+    for i in queries:
+        vector = library.photo_vectors[i]
+        with conn.transaction():
+            conn.execute("SET LOCAL hnsw.iterative_scan = 'relaxed_order'")
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            began = time.perf_counter()
+            rows = conn.execute(statement, {**values, "q": str(vector.tolist())}).fetchall()
+            times.append((time.perf_counter() - began) * 1000)
+        truth = exact_top(library, vector, LIMIT)
+        recalls.append(len(truth & {row[0] for row in rows}) / LIMIT)
+    return recalls, times
+
+
 def float32_trial(
     database_url: str, library: SeededLibrary, model: str, queries: list[int], ef: int
 ) -> dict[str, Any]:
@@ -128,22 +152,16 @@ def float32_trial(
         )
         build = time.perf_counter() - began
         size = conn.execute("SELECT pg_relation_size('ix_trial_vector_512')").fetchone()
-        recalls, times = [], []
-        for i in queries:
-            vector = library.photo_vectors[i]
-            with conn.transaction():
-                conn.execute("SET LOCAL hnsw.iterative_scan = 'relaxed_order'")
-                conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-                began = time.perf_counter()
-                rows = conn.execute(
-                    "SELECT e.photo_id FROM embeddings e JOIN photos p ON p.id = e.photo_id "
-                    "WHERE e.dim = 512 AND e.model = %s AND p.status = 'READY' "
-                    "ORDER BY (e.vector::vector(512)) <=> CAST(%s AS vector(512)) LIMIT %s",
-                    (model, str(vector.tolist()), LIMIT),
-                ).fetchall()
-                times.append((time.perf_counter() - began) * 1000)
-            truth = exact_top(library, vector, LIMIT)
-            recalls.append(len(truth & {row[0] for row in rows}) / LIMIT)
+        recalls, times = sql_recall(
+            conn,
+            library,
+            queries,
+            ef,
+            "SELECT e.photo_id FROM embeddings e JOIN photos p ON p.id = e.photo_id "
+            "WHERE e.dim = 512 AND e.model = %(model)s AND p.status = 'READY' "
+            "ORDER BY (e.vector::vector(512)) <=> CAST(%(q)s AS vector(512)) LIMIT %(limit)s",
+            {"model": model, "limit": LIMIT},
+        )
         conn.execute("DROP INDEX ix_trial_vector_512")
     result = {
         "ef_search": ef,
