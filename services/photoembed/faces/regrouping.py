@@ -4,8 +4,9 @@ that photos keep being grouped while it runs and a crash part-way changes nothin
 1. Snapshot, without the grouping lock: the model's faces (who placed them, their person, their
    vector) and the persons' names, in one repeatable-read transaction.
 2. Neighbours, exactly, in memory: each face's NEIGHBOURS nearest faces of other photos within the
-   match distance, a block of one person's faces at a time against the faces of the persons that
-   can be within reach (their centre and radius say so; one matrix product each).
+   match distance (`nearest_neighbours`): the persons, refined by one k-means round, are cells,
+   and a block of one cell's faces is compared only with the faces the triangle inequality leaves
+   within reach (one matrix product each); the same answer as every face against all.
 3. The rules (`grouping.place`) over the snapshot, oldest face first, every automatic choice
    forgotten (`SnapshotGrouping`): the same code that groups each photo as it arrives. The faces
    left waiting are then placed once more without their old person, as a new photo's would be.
