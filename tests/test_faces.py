@@ -571,16 +571,18 @@ def test_the_face_queue_is_watched_like_the_photos_queue(stack, people):
 
 def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_database):
     from photoembed.db import session_scope
-    from photoembed.models import Face, Person, Photo
+    from photoembed.models import DEFAULT_LIBRARY_ID, Face, Person, Photo
     from photoembed.photos import remove_photos, storage_for
 
     # given a person the grouping made (no name) whose only face is in one photo, and a named one
     settings = own_database
     storage = storage_for(settings)
     with session_scope(settings.database_url) as session:
-        unnamed, named = Person(id=uuid.uuid4(), name=None), Person(id=uuid.uuid4(), name="Kept")
+        library = DEFAULT_LIBRARY_ID
+        unnamed = Person(id=uuid.uuid4(), library_id=library, name=None)
+        named = Person(id=uuid.uuid4(), library_id=library, name="Kept")
         photo = Photo(
-            id=uuid.uuid4(), storage_key="a" * 64, content_hash="a" * 64,
+            id=uuid.uuid4(), library_id=library, storage_key="a" * 64, content_hash="a" * 64,
             content_type="image/jpeg", size_bytes=1, width=1, height=1, status="READY",
         )  # fmt: skip
         session.add_all([unnamed, named, photo])
@@ -589,6 +591,7 @@ def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_dat
             session.add(
                 Face(
                     photo_id=photo.id,
+                    library_id=library,
                     model="m",
                     face_index=index,
                     box_x=0,
@@ -606,7 +609,7 @@ def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_dat
             )
     # when the photo is deleted
     with session_scope(settings.database_url) as session:
-        remove_photos(session, storage, [session.get(Photo, photo.id)])
+        remove_photos(session, storage, library, [session.get(Photo, photo.id)])
     # then the unnamed person is gone with its last face, the named one stays
     with session_scope(settings.database_url) as session:
         assert session.get(Person, unnamed.id) is None

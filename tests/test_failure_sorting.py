@@ -23,7 +23,7 @@ from photoembed.clip.contract import EmbeddedPhoto, ModelPlan
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import DecodeLimits, load_rgb
-from photoembed.models import Embedding, Photo
+from photoembed.models import DEFAULT_LIBRARY_ID, Embedding, Photo
 from photoembed.photos import accept_photo, storage_for
 from photoembed.queue import EMBED_PHOTO
 from photoembed.samples import encode, make_photo
@@ -111,7 +111,7 @@ def _upload(settings: Settings, broker: StubBroker, image: Image.Image, fmt: str
     storage = storage_for(settings)
     writer = storage.staging(settings.max_upload_bytes)
     writer.write(encode(image, fmt))
-    return accept_photo(settings, storage, broker, writer.finish(), None)  # type: ignore[arg-type]
+    return accept_photo(settings, storage, broker, writer.finish(), DEFAULT_LIBRARY_ID, None)  # type: ignore[arg-type]
 
 
 def _drain(settings: Settings, broker: StubBroker, worker: dramatiq.Worker) -> None:

@@ -17,6 +17,7 @@ from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
 from photoembed.clip.selfcheck import run_selfcheck
 from photoembed.config import Settings
 from photoembed.db import POOL_OVERFLOW, check_budget
+from photoembed.models import DEFAULT_LIBRARY_ID
 from photoembed.photos import accept_photo, storage_for
 from photoembed.queue import build_broker
 from photoembed.sizing import (
@@ -145,7 +146,8 @@ def test_a_batch_out_of_device_memory_is_split_and_every_photo_ends_ready(
     for seed in range(8):
         writer = storage.staging(settings.max_upload_bytes)
         writer.write(encode(make_photo(600 + seed, (400, 300))))
-        ids.append(accept_photo(settings, storage, broker, writer.finish(), None).id)
+        staged = writer.finish()
+        ids.append(accept_photo(settings, storage, broker, staged, DEFAULT_LIBRARY_ID, None).id)
 
     # when eight worker threads process them at once
     def process(photo_id: uuid.UUID) -> str:

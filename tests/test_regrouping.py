@@ -13,13 +13,14 @@ import pytest
 from photoembed.db import get_sessionmaker, session_scope
 from photoembed.faces import regrouping
 from photoembed.faces.grouping import DatabaseGrouping, GroupingRules, lock_grouping, place
-from photoembed.models import Face, Photo
+from photoembed.models import DEFAULT_LIBRARY_ID, Face, Photo
 from photoembed.seeding import seed_library
 from tests.conftest import new_database
 
 pytestmark = pytest.mark.slow
 
 MODEL = "test-faces:seeded"
+LIBRARY = DEFAULT_LIBRARY_ID
 RULES = GroupingRules(match_distance=0.5, min_faces=2)
 
 
@@ -76,7 +77,7 @@ def test_recluster_puts_back_misplaced_faces_and_keeps_ids_names_and_user_choice
         names_before = dict(conn.execute("SELECT id, name FROM persons").fetchall())
 
     # when the grouping is rebuilt
-    result = regrouping.recluster(get_sessionmaker(url), MODEL, RULES, stream=None)
+    result = regrouping.recluster(get_sessionmaker(url), LIBRARY, MODEL, RULES, stream=None)
 
     # then every automatic face is back with its own person (same ids), user choices stand
     after = _assignments(url)
@@ -102,16 +103,17 @@ def test_photos_grouped_while_the_recluster_plans_are_grouped_under_the_new_grou
         conn.execute("UPDATE faces SET person_id = %s WHERE id = %s", (others[1], taken))
     factory = get_sessionmaker(url)
     with factory() as session:
-        snapshot = regrouping.take_snapshot(session, MODEL)
+        snapshot = regrouping.take_snapshot(session, LIBRARY, MODEL)
     plan = regrouping.plan(snapshot, RULES, stream=None)
 
     # when, before the swap, a new photo's face of that person is grouped (the lock is free) and
     # a user takes the other misplaced face away from everyone
     with session_scope(url) as session:
-        lock_grouping(session)
+        lock_grouping(session, LIBRARY)
         near = session.get(Face, face)
         assert near is not None
         photo = Photo(
+            library_id=LIBRARY,
             status="READY",
             storage_key="new",
             content_hash="0" * 64,
@@ -124,6 +126,7 @@ def test_photos_grouped_while_the_recluster_plans_are_grouped_under_the_new_grou
         session.flush()
         arrived = Face(
             photo_id=photo.id,
+            library_id=LIBRARY,
             model=MODEL,
             detector="blazeface",
             face_index=9,
@@ -140,14 +143,14 @@ def test_photos_grouped_while_the_recluster_plans_are_grouped_under_the_new_grou
         session.add(arrived)
         session.flush()
         # grouped live while the snapshot still has the misplaced face: it may follow it
-        place(DatabaseGrouping(session), arrived.id, RULES)
+        place(DatabaseGrouping(session, LIBRARY), arrived.id, RULES)
         arrived_id = arrived.id
     with psycopg.connect(_libpq(url)) as conn:
         conn.execute(
             "UPDATE faces SET person_id = NULL, assigned_by = 'user' WHERE id = %s", (taken,)
         )
     with factory() as session, session.begin():
-        counts = regrouping.swap(session, MODEL, plan, RULES)
+        counts = regrouping.swap(session, LIBRARY, MODEL, plan, RULES)
 
     # then the misplaced face is back, the user's choice stands, the new face is with its person
     after = _assignments(url)
@@ -170,7 +173,7 @@ def test_a_recluster_that_fails_in_its_swap_changes_nothing(library, monkeypatch
 
     monkeypatch.setattr(regrouping, "drop_empty_unnamed", broken)
     with pytest.raises(RuntimeError, match="went away"):
-        regrouping.recluster(get_sessionmaker(url), MODEL, RULES, stream=None)
+        regrouping.recluster(get_sessionmaker(url), LIBRARY, MODEL, RULES, stream=None)
     assert _assignments(url) == before
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from photoembed import search
 from photoembed.db import session_scope
 from photoembed.metrics import EXACT_RECHECKS
+from photoembed.models import DEFAULT_LIBRARY_ID
 from photoembed.search import QueryVector, ScanSettings, search_similar
 from photoembed.seeding import SeededLibrary, seed_library
 from tests.conftest import new_database
@@ -26,6 +27,9 @@ from tests.helpers import settings_env
 pytestmark = pytest.mark.slow
 
 CLIP = "test-clip:seeded"
+LIBRARY = DEFAULT_LIBRARY_ID
+# the 3,000 photos through the HNSW index, as a library past vectors.EXACT_SCAN_MAX is searched
+GRAPH = ScanSettings(exact_max=0)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +84,9 @@ def test_a_short_hnsw_answer_is_asked_again_with_four_times_the_candidates(libra
         _short_scans(session)
         # when the few photos of quality 0.99 or more (2 %) nearest to a photo are asked for
         hits = search_similar(
-            session, QueryVector(vector.tolist(), CLIP), limit=20, min_quality=0.99
-        )
+            session, LIBRARY, QueryVector(vector.tolist(), CLIP), limit=20, min_quality=0.99,
+            scan=GRAPH,
+        )  # fmt: skip
     # then the short answer (100 candidates) was asked again with 400, which filled it
     assert _counts() == (before[0] + 1, before[1])
     assert len(hits) == 20
@@ -100,10 +105,11 @@ def test_a_short_answer_at_the_most_candidates_is_ranked_exactly(library):
         # pgvector's most, which at 3,000 photos would visit them all)
         hits = search_similar(
             session,
+            LIBRARY,
             QueryVector(vector.tolist(), CLIP),
             limit=20,
             min_quality=0.995,
-            scan=AtTheMost(),
+            scan=AtTheMost(exact_max=0),
         )
     # then the short answer was noticed and ranked exactly
     assert _counts() == (before[0], before[1] + 1)
@@ -115,8 +121,8 @@ def test_a_person_filter_ranks_exactly_among_the_persons_photos(library):
     person = seeded.person_ids[3]
     vector = seeded.photo_vectors[11]
     with session_scope(url) as session:
-        hits = search_similar(session, QueryVector(vector.tolist(), CLIP), limit=20,
-                              person_id=person)  # fmt: skip
+        hits = search_similar(session, LIBRARY, QueryVector(vector.tolist(), CLIP), limit=20,
+                              person_id=person, scan=GRAPH)  # fmt: skip
     theirs = (
         "p.id IN (SELECT photo_id FROM faces WHERE person_id = :person "
         "UNION SELECT id FROM photos WHERE person_id = :person)"
@@ -162,7 +168,9 @@ def test_the_photo_search_returns_the_true_nearest_photos(library):
     with session_scope(url) as session:
         for i in range(0, 3000, 10):
             vector = seeded.photo_vectors[i]
-            hits = search_similar(session, QueryVector(vector.tolist(), CLIP), limit=20)
+            hits = search_similar(
+                session, LIBRARY, QueryVector(vector.tolist(), CLIP), limit=20, scan=GRAPH
+            )
             found = [str(hit.photo_id) for hit in hits]
             truth = _exact(url, vector, "TRUE", {})
             # then each answer is the true 20 nearest (a near-tie of the 16-bit graph comes out

@@ -1,4 +1,10 @@
-"""The tables: persons, their photos, one embedding per photo and model, and the photos' faces."""
+"""The tables: libraries and their API keys; in each library, persons, their photos, one
+embedding per photo and model, and the photos' faces.
+
+Every row of a library's data carries its `library_id`. In the database (migration 0013) the
+links between them are composite foreign keys on (id, library_id): a face or vector can only
+belong to a photo, and a face or photo only to a person, of its own library, whatever the code
+above does. The models declare the single-column keys the ORM needs."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from datetime import UTC, datetime
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Boolean,
     CheckConstraint,
@@ -32,6 +39,21 @@ SUPPORTED_DIMS = (512, 768, 1024, 1152)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The library that every row made before libraries existed belongs to (migration 0013), and that
+# the keys of API_KEYS act on.
+DEFAULT_LIBRARY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+DEFAULT_LIBRARY_NAME = "default"
+
+
+class Scope(enum.StrEnum):
+    """What an API key may do (its `scopes`)."""
+
+    READ = "read"
+    UPLOAD = "upload"
+    MANAGE = "manage"
+    ADMIN = "admin"
 
 
 class PhotoStatus(enum.StrEnum):
@@ -60,10 +82,39 @@ class Base(DeclarativeBase):
     pass
 
 
+class Library(Base):
+    """One customer's photos, persons and faces, seen only through its own keys."""
+
+    __tablename__ = "libraries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """A key bound to one library: only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    library_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("libraries.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str | None] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Person(Base):
     __tablename__ = "persons"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id"))
     # None for a person the grouping made, until someone names them
     name: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
@@ -81,6 +132,7 @@ class Photo(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id"))
     person_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("persons.id", ondelete="SET NULL"), index=True
     )
@@ -136,6 +188,7 @@ class Embedding(Base):
     photo_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("photos.id", ondelete="CASCADE"), index=True
     )
+    library_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # the photo's
     model: Mapped[str] = mapped_column(String(300), index=True)
     backend: Mapped[str] = mapped_column(String(32), default="open_clip")
     model_name: Mapped[str] = mapped_column(String(100))
@@ -166,7 +219,8 @@ class Face(Base):
     photo_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("photos.id", ondelete="CASCADE"), index=True
     )
-    model: Mapped[str] = mapped_column(String(300), index=True)
+    library_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # the photo's
+    model: Mapped[str] = mapped_column(String(300))
     detector: Mapped[str | None] = mapped_column(String(64))
     face_index: Mapped[int] = mapped_column(Integer)
     box_x: Mapped[int] = mapped_column(Integer)

@@ -13,7 +13,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from PIL import Image
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from photoembed import repository
@@ -24,7 +24,7 @@ from photoembed.faces.store import record_faces_message
 from photoembed.images import DecodeLimits, ImageInfo, inspect_image, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
-from photoembed.models import Face, Person, Photo, PhotoStatus, utcnow
+from photoembed.models import Face, Photo, PhotoStatus, utcnow
 from photoembed.queue import detect_faces_message, embed_photo_message
 from photoembed.storage import PhotoStorage, StagedFile, open_storage
 
@@ -90,26 +90,45 @@ def send_for_faces(settings: Settings, broker: RedisBroker, photo_ids: list[uuid
         enqueue_or_defer(broker, message, photo_id)
 
 
+def lock_stored_bytes(session: Session, keys: list[str]) -> None:
+    """Until the transaction ends, nobody else stores or removes these bytes. The storage is
+    content-addressed and shared by every library: an upload of bytes that a deletion (in any
+    library) is about to remove either commits its photo first, and the bytes stay, or waits and
+    stores them again."""
+    for key in sorted(keys):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('photoembed:bytes'), hashtext(:key))"),
+            {"key": key},
+        )
+
+
 def accept_photo(
     settings: Settings,
     storage: PhotoStorage,
     broker: RedisBroker,
     staged: StagedFile,
+    library_id: uuid.UUID,
     person_id: uuid.UUID | None,
 ) -> Photo:
-    """Validate a staged upload, store it, record it PENDING, commit, then enqueue it. The staged
-    file is committed or discarded whatever happens. Raises ImageError or UnknownPerson."""
+    """Validate a staged upload, store it, record it PENDING in the library, commit, then enqueue
+    it. The staged file is committed or discarded whatever happens. Raises ImageError or
+    UnknownPerson (also for another library's person)."""
     try:
         info = inspect_image(staged.read_bytes(), decode_limits(settings))
         with session_scope(settings.database_url) as session:
-            if person_id is not None and session.get(Person, person_id) is None:
+            if (
+                person_id is not None
+                and repository.person_of(session, library_id, person_id) is None
+            ):
                 raise UnknownPerson(person_id)
+            lock_stored_bytes(session, [staged.sha256])
             key = storage.commit(staged)
             photo_id = uuid.uuid4()
             message = embed_photo_message(settings, photo_id)
             now = utcnow()
             photo = Photo(
                 id=photo_id,
+                library_id=library_id,
                 person_id=person_id,
                 status=PhotoStatus.PENDING,
                 storage_key=key,
@@ -140,11 +159,14 @@ def accept_photo(
     return photo
 
 
-def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) -> None:
-    """Delete rows (their vectors and faces cascade; a person the grouping made, left with no
-    face, goes too), then each file no other photo still uses."""
-    keys = {photo.storage_key for photo in photos}
-    lock_grouping(session)
+def remove_photos(
+    session: Session, storage: PhotoStorage, library_id: uuid.UUID, photos: list[Photo]
+) -> None:
+    """Delete the library's rows (their vectors and faces cascade; a person the grouping made,
+    left with no face, goes too), then each file no photo of any library still uses."""
+    assert all(photo.library_id == library_id for photo in photos)
+    keys = sorted({photo.storage_key for photo in photos})
+    lock_grouping(session, library_id)
     persons = list(
         session.scalars(
             select(Face.person_id)
@@ -155,11 +177,20 @@ def remove_photos(session: Session, storage: PhotoStorage, photos: list[Photo]) 
     for photo in photos:
         session.delete(photo)
     session.flush()
-    drop_empty_unnamed(session, persons)  # type: ignore[arg-type]
+    drop_empty_unnamed(session, library_id, persons)  # type: ignore[arg-type]
     session.commit()
-    still_used = set(session.scalars(select(Photo.storage_key).where(Photo.storage_key.in_(keys))))
-    for key in keys - still_used:
+    lock_stored_bytes(session, keys)
+    # a key is the SHA-256 of the bytes (the content hash, which is indexed)
+    still_used = set(
+        session.scalars(
+            select(Photo.storage_key).where(
+                Photo.content_hash.in_(keys), Photo.storage_key.in_(keys)
+            )
+        )
+    )
+    for key in set(keys) - still_used:
         storage.remove(key)
+    session.commit()
 
 
 def thumbnail(

@@ -41,8 +41,27 @@ FACES_STAGE = Stage(
 @dataclass(frozen=True)
 class ClaimedPhoto:
     id: uuid.UUID
+    library_id: uuid.UUID
     storage_key: str
     attempts: int
+
+
+def photo_of(session: Session, library_id: uuid.UUID, photo_id: uuid.UUID) -> Photo | None:
+    """The photo if it belongs to the library; None for another library's, as for none."""
+    photo = session.get(Photo, photo_id)
+    return photo if photo is not None and photo.library_id == library_id else None
+
+
+def person_of(session: Session, library_id: uuid.UUID, person_id: uuid.UUID) -> Person | None:
+    """The person if they belong to the library; None for another library's, as for none."""
+    person = session.get(Person, person_id)
+    return person if person is not None and person.library_id == library_id else None
+
+
+def face_of(session: Session, library_id: uuid.UUID, face_id: uuid.UUID) -> Face | None:
+    """The face if it belongs to the library; None for another library's, as for none."""
+    face = session.get(Face, face_id)
+    return face if face is not None and face.library_id == library_id else None
 
 
 def claim(
@@ -79,11 +98,11 @@ def claim(
                 stage.claimed_by: message_id,
             }
         )
-        .returning(Photo.storage_key, stage.attempts)
+        .returning(Photo.library_id, Photo.storage_key, stage.attempts)
     ).one_or_none()
     if row is None:
         return None
-    return ClaimedPhoto(id=photo_id, storage_key=row[0], attempts=row[1])
+    return ClaimedPhoto(id=photo_id, library_id=row[0], storage_key=row[1], attempts=row[2])
 
 
 def claim_photo(
@@ -308,15 +327,17 @@ def storage_key_missing_vector(session: Session, photo_id: uuid.UUID, model: str
 
 def photos_page(
     session: Session,
+    library_id: uuid.UUID,
     *,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
     status: PhotoStatus | None = None,
     person_id: uuid.UUID | None = None,
 ) -> list[Photo]:
-    """Newest first, `limit` + 1 rows (the extra one says whether there is a next page), after a
-    (created_at, id) keyset cursor: rows added meanwhile never shift the pages."""
-    query = select(Photo)
+    """The library's photos, newest first, `limit` + 1 rows (the extra one says whether there is
+    a next page), after a (created_at, id) keyset cursor: rows added meanwhile never shift the
+    pages."""
+    query = select(Photo).where(Photo.library_id == library_id)
     if status is not None:
         query = query.where(Photo.status == status)
     if person_id is not None:
@@ -338,14 +359,15 @@ def person_sort_key() -> ColumnElement[str]:
 
 def persons_page(
     session: Session,
+    library_id: uuid.UUID,
     *,
     limit: int,
     after: tuple[str, uuid.UUID] | None,
     name: str | None = None,
 ) -> list[Person]:
-    """By name, then id, `limit` + 1 rows after a (name, id) keyset cursor; only those of exactly
-    `name` if given."""
-    query = select(Person)
+    """The library's persons by name, then id, `limit` + 1 rows after a (name, id) keyset cursor;
+    only those of exactly `name` if given."""
+    query = select(Person).where(Person.library_id == library_id)
     if name is not None:
         query = query.where(Person.name == name)
     if after is not None:
@@ -414,12 +436,15 @@ def photos_missing_vectors(
 MAX_HASHES_PER_CHECK = 1000
 
 
-def photos_by_hash(session: Session, hashes: list[str]) -> dict[str, uuid.UUID]:
-    """The photo stored for each of `hashes` (SHA-256 of the bytes) that any photo has, whatever
-    its status: the oldest one where several have the same bytes."""
+def photos_by_hash(
+    session: Session, library_id: uuid.UUID, hashes: list[str]
+) -> dict[str, uuid.UUID]:
+    """The library's photo for each of `hashes` (SHA-256 of the bytes) that it has, whatever its
+    status: the oldest one where several have the same bytes. Another library's photos are never
+    counted: the answer must not tell whether anybody else has a photo."""
     rows = session.execute(
         select(Photo.content_hash, Photo.id)
-        .where(Photo.content_hash.in_(hashes))
+        .where(Photo.library_id == library_id, Photo.content_hash.in_(hashes))
         .order_by(Photo.content_hash, Photo.created_at)
         .distinct(Photo.content_hash)
     ).all()

@@ -12,13 +12,16 @@ compared, since vectors of different weights live in different spaces.
 
 These queries stay SQL: the ORM cannot say pgvector's distance operator with the cast that makes
 Postgres use the partial HNSW index of each dimension, nor the `SET LOCAL` scan settings.
+
+Every search is within one library: its queries (a photo, a person, a face) are the library's, and
+so are the rows it ranks, whatever the library's size (`vectors.ranks_exactly` picks the plan).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,7 @@ from sqlalchemy.orm import Session
 from photoembed.logging import get_logger
 from photoembed.metrics import EXACT_RECHECKS
 from photoembed.models import FACE_DIMS, SUPPORTED_DIMS, PhotoStatus
-from photoembed.vectors import vector_literal
+from photoembed.vectors import EXACT_SCAN_MAX, ranks_exactly, vector_literal
 
 log = get_logger(__name__)
 
@@ -73,10 +76,12 @@ CANDIDATES_PER_ROW = 2
 
 @dataclass(frozen=True)
 class ScanSettings:
-    """How the HNSW scans of one search run: `ef_search` candidates at least (twice the rows
+    """How the scans of one search run: a library of at most `exact_max` vectors ranked exactly;
+    a larger one through the HNSW index with `ef_search` candidates at least (twice the rows
     asked for when that is more), iterative scans until enough rows pass the filters."""
 
     ef_search: int = DEFAULT_EF_SEARCH
+    exact_max: int = EXACT_SCAN_MAX
 
     @classmethod
     def configured(cls, ef_search: int) -> ScanSettings:
@@ -87,7 +92,7 @@ class ScanSettings:
         """Four times the candidates, up to pgvector's most (1000); None when at the most."""
         if self.ef_search >= MAX_EF_SEARCH:
             return None
-        return ScanSettings(ef_search=min(MAX_EF_SEARCH, 4 * self.ef_search))
+        return replace(self, ef_search=min(MAX_EF_SEARCH, 4 * self.ef_search))
 
     def apply(self, session: Session, rows: int) -> None:
         session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
@@ -99,37 +104,43 @@ def _parse(vector_text: str) -> list[float]:
     return [float(v) for v in vector_text.strip("[]").split(",")]
 
 
-def photo_query(session: Session, photo_id: uuid.UUID, model: str | None) -> QueryVector | None:
-    """The photo's vector in `model` (the active one), or its newest if `model` is None."""
+def photo_query(
+    session: Session, library_id: uuid.UUID, photo_id: uuid.UUID, model: str | None
+) -> QueryVector | None:
+    """The library's photo's vector in `model` (the active one), or its newest if `model` is
+    None; None for a photo of another library, as for one without a vector."""
     row = session.execute(
         text(
             "SELECT e.vector::text AS vector, e.model FROM embeddings e "
             "JOIN photos p ON p.id = e.photo_id "
-            "WHERE e.photo_id = :id AND p.status = :ready "
+            "WHERE e.photo_id = :id AND p.library_id = :library AND p.status = :ready "
             "AND (CAST(:model AS text) IS NULL OR e.model = :model) "
             "ORDER BY e.created_at DESC LIMIT 1"
         ),
-        {"id": photo_id, "model": model, "ready": PhotoStatus.READY.value},
+        {"id": photo_id, "library": library_id, "model": model, "ready": PhotoStatus.READY.value},
     ).one_or_none()
     return QueryVector(_parse(row.vector), row.model) if row else None
 
 
-def person_query(session: Session, person_id: uuid.UUID, model: str | None) -> QueryVector | None:
-    """The normalised mean of the person's READY photos' vectors in `model` (the active one), or
-    in their newest model if `model` is None."""
+def person_query(
+    session: Session, library_id: uuid.UUID, person_id: uuid.UUID, model: str | None
+) -> QueryVector | None:
+    """The normalised mean of the library's person's READY photos' vectors in `model` (the
+    active one), or in their newest model if `model` is None."""
     rows = session.execute(
         text(
             """
             SELECT e.vector::text AS vector, e.model FROM embeddings e
               JOIN photos p ON p.id = e.photo_id
-             WHERE p.person_id = :id AND p.status = :ready
+             WHERE p.person_id = :id AND p.library_id = :library AND p.status = :ready
                AND e.model = coalesce(
                    CAST(:model AS text),
                    (SELECT e2.model FROM embeddings e2 JOIN photos p2 ON p2.id = e2.photo_id
-                     WHERE p2.person_id = :id ORDER BY e2.created_at DESC LIMIT 1))
+                     WHERE p2.person_id = :id AND p2.library_id = :library
+                     ORDER BY e2.created_at DESC LIMIT 1))
             """
         ),
-        {"id": person_id, "model": model, "ready": PhotoStatus.READY.value},
+        {"id": person_id, "library": library_id, "model": model, "ready": PhotoStatus.READY.value},
     ).all()
     if not rows:
         return None
@@ -142,27 +153,14 @@ PERSON_PHOTOS = """(SELECT id FROM photos WHERE person_id = :person
                     UNION SELECT photo_id FROM faces WHERE person_id = :person)"""
 
 
-def _ranking(
-    vectors: str, operator: str, dim: int, person_id: uuid.UUID | None, index_type: str
-) -> tuple[str, str]:
-    """The rows to rank (FROM and the person's filter) and the distance to rank them by.
-
-    Without a person: every vector of the dimension, through its partial HNSW index (the cast to
-    `index_type` and the `dim` condition are the index's expression; photos are indexed as
-    halfvec, faces as vector). With one: only the person's photos, ranked exactly, by an
-    expression no index serves; an HNSW scan filtered to a few hundred photos of a library would
-    walk most of the graph (0.8-1.5 s at 100,000 photos)."""
+def _rows(vectors: str, person_id: uuid.UUID | None) -> str:
+    """FROM the library's vectors and their photos, WHERE (the library and, given a person, only
+    the person's photos; the rest of the conditions follow with AND)."""
     alias = vectors.split()[-1]
-    if person_id is None:
-        return (
-            f"{vectors} JOIN photos p ON p.id = {alias}.photo_id WHERE TRUE",
-            f"({alias}.vector::{index_type}({dim})) {operator} CAST(:q AS {index_type}({dim}))",
-        )
-    return (
-        f"{vectors} JOIN photos p ON p.id = {alias}.photo_id "
-        f"WHERE {alias}.photo_id IN {PERSON_PHOTOS}",
-        f"{alias}.vector {operator} CAST(:q AS vector)",
-    )
+    rows = f"{vectors} JOIN photos p ON p.id = {alias}.photo_id WHERE {alias}.library_id = :library"
+    if person_id is not None:
+        rows += f" AND {alias}.photo_id IN {PERSON_PHOTOS}"
+    return rows
 
 
 def _visibly_wrong(
@@ -190,6 +188,7 @@ def _visibly_wrong(
 
 def search_similar(
     session: Session,
+    library_id: uuid.UUID,
     query: QueryVector,
     *,
     limit: int,
@@ -198,25 +197,26 @@ def search_similar(
     scan: ScanSettings = ScanSettings(),
     query_photo: uuid.UUID | None = None,
 ) -> list[SearchHit]:
-    """The `limit` READY photos nearest to `query` (cosine) among vectors of its model.
+    """The `limit` READY photos of the library nearest to `query` (cosine) among vectors of its
+    model.
 
-    An HNSW scan can end in the wrong region of the graph. Where that can be seen (the query is a
-    stored photo's vector, `query_photo`, that passes the filters but is missing from the result,
-    or fewer rows came back than pass them) the search is asked again with four times the
-    candidates, then, if still wrong, ranked exactly (a sequential scan). The index's
-    CANDIDATES_PER_ROW * `limit` nearest are ranked again by the stored vectors."""
+    A small library (`vectors.ranks_exactly`) and a person's photos are ranked exactly. Otherwise
+    the HNSW index's CANDIDATES_PER_ROW * `limit` nearest of the library (iterative scans) are
+    ranked again by the stored vectors. An HNSW scan can end in the wrong region of the graph;
+    where that can be seen (the query is a stored photo's vector, `query_photo`, that passes the
+    filters but is missing from the result, or fewer rows came back than pass them) the search is
+    asked again with four times the candidates, then, if still wrong, ranked exactly."""
     dim = len(query.vector)
     if dim not in SUPPORTED_DIMS:
         raise ValueError(f"{dim}-d vectors have no index (supported: {SUPPORTED_DIMS})")
     candidates = CANDIDATES_PER_ROW * limit
-    scan.apply(session, candidates)
-    rows_from, distance = _ranking("embeddings e", "<=>", dim, person_id, "halfvec")
     # the similarity returned, and an exact ranking, use the stored (full precision) vectors;
     # no index serves this expression
     exact_distance = "e.vector <=> CAST(:q AS vector)"
+    index_distance = f"(e.vector::halfvec({dim})) <=> CAST(:q AS halfvec({dim}))"
     # dim is one of SUPPORTED_DIMS (checked above); every value goes in as a bound parameter.
     eligible = f"""
-              FROM {rows_from}
+              FROM {_rows("embeddings e", person_id)}
                AND e.dim = {dim} AND e.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)"""
@@ -235,9 +235,9 @@ def search_similar(
             """  # noqa: S608
         )
 
-    statement = ranked_by(distance)
     values = {
         "q": vector_literal(query.vector),
+        "library": library_id,
         "model": query.model,
         "min_quality": min_quality,
         "person": person_id,
@@ -246,11 +246,17 @@ def search_similar(
         "ready": PhotoStatus.READY.value,
         "query_photo": query_photo,
     }
+    if person_id is not None or ranks_exactly(
+        session, "embeddings", library_id, query.model, dim, scan.exact_max
+    ):
+        rows = session.execute(ranked_by(exact_distance), values).all()
+        return _hits(rows)
+    statement = ranked_by(index_distance)
+    scan.apply(session, candidates)
     rows = session.execute(statement, values).all()
-    # A person's photos are ranked exactly already. A visibly wrong answer is asked again with
-    # four times the candidates (cheap), then, if still wrong, by an exact scan (a second or more
-    # at a million photos).
-    reason = None if person_id is not None else _visibly_wrong(session, eligible, values, rows)
+    # A visibly wrong answer is asked again with four times the candidates (cheap), then, if
+    # still wrong, by an exact scan (a second or more at a million photos).
+    reason = _visibly_wrong(session, eligible, values, rows)
     wider = scan.wider()
     if reason is not None and wider is not None:
         wider.apply(session, candidates)
@@ -263,42 +269,53 @@ def search_similar(
         log.warning("search.exact_recheck", reason=reason, model=query.model, limit=limit)
         EXACT_RECHECKS.labels(kind="photos").inc()
         rows = session.execute(ranked_by(exact_distance), values).all()
+    return _hits(rows)
+
+
+def _hits(rows: Sequence[Row[Any]]) -> list[SearchHit]:
     return [
         SearchHit(row.id, row.person_id, float(row.similarity), row.quality_score) for row in rows
     ]
 
 
-def person_face_query(session: Session, person_id: uuid.UUID) -> FaceQuery | None:
-    """The person's best faces of the face model that found their newest face; None when
-    no face of theirs is known."""
+def person_face_query(
+    session: Session, library_id: uuid.UUID, person_id: uuid.UUID
+) -> FaceQuery | None:
+    """The library's person's best faces of the face model that found their newest face; None
+    when no face of theirs is known."""
     rows = session.execute(
         text(
             """
             SELECT f.vector::text AS vector, f.model, f.dim FROM faces f
-             WHERE f.person_id = :id
-               AND f.model = (SELECT f2.model FROM faces f2 WHERE f2.person_id = :id
+             WHERE f.person_id = :id AND f.library_id = :library
+               AND f.model = (SELECT f2.model FROM faces f2
+                               WHERE f2.person_id = :id AND f2.library_id = :library
                                ORDER BY f2.created_at DESC LIMIT 1)
              ORDER BY f.quality DESC, f.id
              LIMIT :n
             """
         ),
-        {"id": person_id, "n": PERSON_FACES},
+        {"id": person_id, "library": library_id, "n": PERSON_FACES},
     ).all()
     if not rows:
         return None
     return FaceQuery([_parse(row.vector) for row in rows], rows[0].model, rows[0].dim)
 
 
-def face_query(session: Session, face_id: uuid.UUID) -> FaceQuery | None:
+def face_query(session: Session, library_id: uuid.UUID, face_id: uuid.UUID) -> FaceQuery | None:
     row = session.execute(
-        text("SELECT vector::text AS vector, model, dim FROM faces WHERE id = :id"),
-        {"id": face_id},
+        text(
+            "SELECT vector::text AS vector, model, dim FROM faces "
+            "WHERE id = :id AND library_id = :library"
+        ),
+        {"id": face_id, "library": library_id},
     ).one_or_none()
     return FaceQuery([_parse(row.vector)], row.model, row.dim) if row else None
 
 
 def search_by_face(
     session: Session,
+    library_id: uuid.UUID,
     query: FaceQuery,
     *,
     limit: int,
@@ -306,50 +323,61 @@ def search_by_face(
     person_id: uuid.UUID | None = None,
     scan: ScanSettings = ScanSettings(),
 ) -> list[SearchHit]:
-    """READY photos ranked by their face nearest (L2) to any of the query's faces; each photo
-    once, with that face, its distance and the cosine similarity of the two vectors."""
+    """The library's READY photos ranked by their face nearest (L2) to any of the query's faces;
+    each photo once, with that face, its distance and the cosine similarity of the two vectors.
+    Every query face is searched in one statement: through the HNSW index for a library that
+    holds a good share of it, exactly for a small library or a person's photos."""
     if query.dim not in FACE_DIMS:
         raise ValueError(f"{query.dim}-d face vectors have no index (supported: {FACE_DIMS})")
     dim = query.dim
     per_face = 3 * limit + 20  # several faces of one photo may come first
-    scan.apply(session, per_face)
-    rows_from, distance = _ranking("faces f", "<->", dim, person_id, "vector")
-    cosine = f"(f.vector::vector({dim})) <=> CAST(:q AS vector({dim}))"
+    if person_id is not None or ranks_exactly(
+        session, "faces", library_id, query.model, dim, scan.exact_max
+    ):
+        distance = "f.vector <-> q.vector"
+    else:
+        distance = f"(f.vector::vector({dim})) <-> q.vector"
+        scan.apply(session, per_face)
+    cosine = f"(f.vector::vector({dim})) <=> q.vector"
     # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
     statement = text(
         f"""
+        SELECT DISTINCT ON (near.id) near.*
+          FROM unnest(CAST(:queries AS vector({dim})[])) AS q(vector)
+         CROSS JOIN LATERAL (
             SELECT f.id AS face_id, p.id, p.person_id, p.quality_score,
                    {distance} AS distance, 1 - ({cosine}) AS similarity
-              FROM {rows_from}
+              FROM {_rows("faces f", person_id)}
                AND f.dim = {dim} AND f.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
                     OR p.quality_score >= :min_quality)
              ORDER BY {distance}
-             LIMIT :limit
-            """  # noqa: S608
+             LIMIT :per_face
+         ) AS near
+         ORDER BY near.id, near.distance
+        """  # noqa: S608
     )
-    best: dict[uuid.UUID, SearchHit] = {}
-    for vector in query.vectors:
-        rows = session.execute(
-            statement,
-            {
-                "q": vector_literal(vector),
-                "model": query.model,
-                "min_quality": min_quality,
-                "person": person_id,
-                "limit": per_face,
-                "ready": PhotoStatus.READY.value,
-            },
-        ).all()
-        for row in rows:
-            known = best.get(row.id)
-            if known is None or row.distance < (known.face_distance or 0.0):
-                best[row.id] = SearchHit(
-                    row.id,
-                    row.person_id,
-                    float(row.similarity),
-                    row.quality_score,
-                    row.face_id,
-                    float(row.distance),
-                )
-    return sorted(best.values(), key=lambda hit: hit.face_distance or 0.0)[:limit]
+    rows = session.execute(
+        statement,
+        {
+            "queries": "{" + ",".join(f'"{vector_literal(v)}"' for v in query.vectors) + "}",
+            "library": library_id,
+            "model": query.model,
+            "min_quality": min_quality,
+            "person": person_id,
+            "per_face": per_face,
+            "ready": PhotoStatus.READY.value,
+        },
+    ).all()
+    hits = [
+        SearchHit(
+            row.id,
+            row.person_id,
+            float(row.similarity),
+            row.quality_score,
+            row.face_id,
+            float(row.distance),
+        )
+        for row in rows
+    ]
+    return sorted(hits, key=lambda hit: (hit.face_distance or 0.0, hit.photo_id))[:limit]

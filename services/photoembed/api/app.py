@@ -15,10 +15,20 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from photoembed.api.active_model import ActiveModel
+from photoembed.api.auth import KeyResolver
 from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
-from photoembed.api.routes import faces, health, metrics, persons, photos, search, ui
+from photoembed.api.routes import (
+    faces,
+    health,
+    libraries,
+    metrics,
+    persons,
+    photos,
+    search,
+    ui,
+)
 from photoembed.api.routes.ui import STATIC_DIR
 from photoembed.config import Settings, get_settings
 from photoembed.db import set_pool_size
@@ -49,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.keys = KeyResolver(settings)
     app.state.broker = build_broker(settings)
     app.state.storage = storage_for(settings)
     app.state.active_model = ActiveModel(settings)
@@ -65,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(persons.router)
     app.include_router(faces.router)
     app.include_router(search.router)
+    app.include_router(libraries.router)
     app.include_router(metrics.router)
     app.include_router(ui.router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")

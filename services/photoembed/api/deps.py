@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, a DB session per request, the broker, storage and the API key.
+"""FastAPI dependencies: settings, a DB session per request, the broker and storage (who is calling
+is `api.auth`).
 
 Those that only read the application's state are `async def`: FastAPI runs a plain `def`
 dependency in a worker thread, a hop that cost more than the upload route's own work. The session
@@ -7,13 +8,11 @@ and the active model stay plain functions, since they may wait on the database o
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from dramatiq.brokers.redis import RedisBroker
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from photoembed.api.active_model import ActiveModel
@@ -71,28 +70,3 @@ async def get_query_embedder(request: Request) -> QueryEmbedder:
 
 
 QueryEmbedderDep = Annotated[QueryEmbedder, Depends(get_query_embedder)]
-
-_bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
-
-
-async def require_api_key(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    offered = credentials.credentials.encode()
-    # Compare against every key so the time taken does not tell which one nearly matched.
-    matched = False
-    for key in settings.api_keys:
-        matched |= hmac.compare_digest(offered, key.encode())
-    if not matched:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="invalid API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )

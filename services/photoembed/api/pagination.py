@@ -69,6 +69,7 @@ def page(rows: Sequence[Row], limit: int) -> tuple[Sequence[Row], bool]:
 
 def photo_page(
     session: Session,
+    library_id: uuid.UUID,
     limit: int,
     cursor: str | None,
     photo_status: PhotoStatus | None = None,
@@ -77,6 +78,7 @@ def photo_page(
     rows, more = page(
         repository.photos_page(
             session,
+            library_id,
             limit=limit,
             after=time_cursor(cursor),
             status=photo_status,

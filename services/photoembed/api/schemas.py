@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from photoembed.libraries import check_library_name, parse_scopes
 from photoembed.models import Photo
 
 _PHOTO_ID = "0b3f6a52-4c1e-4d8e-9a51-2f6d1c7e9a10"
@@ -314,3 +315,90 @@ class HashCheckOut(BaseModel):
     known: dict[str, uuid.UUID] = Field(
         description="Each hash a photo already has, with that photo's id (any status)"
     )
+
+
+class LibraryIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100, examples=["acme"])
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        return check_library_name(name)
+
+
+class LibraryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class LibraryPage(BaseModel):
+    items: list[LibraryOut]
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] = Field(
+        min_length=1,
+        max_length=4,
+        description="Any of read, upload, manage, admin",
+        examples=[["read", "upload"]],
+    )
+    label: str | None = Field(default=None, max_length=200, examples=["web"])
+    expires_at: datetime | None = Field(
+        default=None, description="When the key stops working (with a time zone); null: never"
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str]) -> list[str]:
+        return [scope.value for scope in parse_scopes(scopes)]
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    scopes: list[str]
+    label: str | None
+    library_id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class NewKeyOut(BaseModel):
+    """A key just made: `key` is its secret, shown in this answer only."""
+
+    id: uuid.UUID
+    key: str = Field(description="The secret: send it as 'Authorization: Bearer <key>'")
+    scopes: list[str]
+    label: str | None
+    library_id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+
+
+class LibraryRef(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class CallerOut(BaseModel):
+    """Who the key is: its library and what it may do (the page shows only what it allows)."""
+
+    library: LibraryRef
+    scopes: list[str]
+    key_id: uuid.UUID | None = Field(description="null for a key of API_KEYS")
+    label: str | None
+    expires_at: datetime | None

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from photoembed.cli import database, dev, faces, importer, model, photos, serve
+from photoembed.cli import database, dev, faces, importer, libraries, model, photos, serve
 from photoembed.cli.common import log
 from photoembed.clip.errors import ModelLoadError
 from photoembed.config import settings_table
@@ -23,7 +23,7 @@ def _print_settings(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="photoembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (dev, serve, database, photos, faces, model, importer):
+    for module in (dev, serve, database, photos, faces, model, importer, libraries):
         module.register(commands)
     commands.add_parser(
         "settings", help="print the settings table (name, type, default)"

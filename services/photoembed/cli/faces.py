@@ -69,27 +69,37 @@ def run_faces_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run_recluster(settings: Settings) -> int:
-    """The grouping rebuilt on a snapshot and swapped in at the end (`faces.regrouping`): photos
-    keep being grouped meanwhile, and stopping it part-way changes nothing."""
-    from photoembed.db import get_sessionmaker
+def run_recluster(settings: Settings, args: argparse.Namespace) -> int:
+    """The grouping rebuilt on a snapshot and swapped in at the end (`faces.regrouping`), library
+    by library (or only `--library`'s): photos keep being grouped meanwhile, and stopping it
+    part-way changes nothing."""
+    from photoembed.db import get_sessionmaker, session_scope
     from photoembed.faces.factory import face_model
     from photoembed.faces.regrouping import recluster
+    from photoembed.libraries import find_library, libraries
     from photoembed.worker.face_stage import grouping_rules
 
+    with session_scope(settings.database_url) as session:
+        if args.library is None:
+            chosen = [(library.id, library.name) for library in libraries(session)]
+        else:
+            library = find_library(session, args.library)
+            if library is None:
+                print(f"no library {args.library!r} (photoembed libraries list)", file=sys.stderr)
+                return 2
+            chosen = [(library.id, library.name)]
     model = face_model(settings)
-    result = recluster(
-        get_sessionmaker(settings.database_url),
-        model.load().identity,
-        grouping_rules(settings, model),
-    )
-    print(
-        f"{result.faces} face(s): {result.placed} with a person, {result.changed} changed, "
-        f"{result.kept_by_user} placed by a user meanwhile and kept, {result.placed_again} "
-        f"stored meanwhile and placed again, {result.persons_made} new person(s), "
-        f"{result.persons_dropped} empty unnamed person(s) removed "
-        f"(seconds: {result.seconds})"
-    )
+    identity = model.load().identity
+    rules = grouping_rules(settings, model)
+    for library_id, name in chosen:
+        result = recluster(get_sessionmaker(settings.database_url), library_id, identity, rules)
+        print(
+            f"{name}: {result.faces} face(s): {result.placed} with a person, {result.changed} "
+            f"changed, {result.kept_by_user} placed by a user meanwhile and kept, "
+            f"{result.placed_again} stored meanwhile and placed again, {result.persons_made} new "
+            f"person(s), {result.persons_dropped} empty unnamed person(s) removed "
+            f"(seconds: {result.seconds})"
+        )
     return 0
 
 
@@ -102,7 +112,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     backfill.add_argument("--dry-run", action="store_true", help="only count them")
     backfill.add_argument("--enqueue", action="store_true", help="send the work to the workers")
     backfill.set_defaults(run=lambda args: run_faces_backfill(configured_settings(), args))
-    actions.add_parser(
+    recluster = actions.add_parser(
         "recluster",
         help="rebuild the automatic grouping of faces into persons (user choices stay)",
-    ).set_defaults(run=lambda args: run_recluster(configured_settings()))
+    )
+    recluster.add_argument("--library", help="only this library (name or id); default: every one")
+    recluster.set_defaults(run=lambda args: run_recluster(configured_settings(), args))

@@ -13,10 +13,15 @@
   arrived first, the labelled photo or the unlabelled ones. Named persons never merge by
   themselves.
 
-`regrouping.recluster` forgets every automatic choice and runs the same rules over all faces,
-oldest first, on a snapshot in memory, giving each new group the person most of its faces had
-before, so names and ids survive it. One transaction-scoped advisory lock keeps two workers (or a
-worker and a user's edit) from grouping at once.
+Everything happens within one library: a face's neighbours are the library's faces, its persons
+the library's persons (the database's composite keys refuse anything else). The same face in two
+libraries never joins one person.
+
+`regrouping.recluster` forgets every automatic choice and runs the same rules over a library's
+faces, oldest first, on a snapshot in memory, giving each new group the person most of its faces
+had before, so names and ids survive it. One transaction-scoped advisory lock per library keeps
+two workers (or a worker and a user's edit) from grouping its faces at once; libraries group at
+the same time.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from photoembed.logging import get_logger
 from photoembed.models import Assignment, Face, Person, Photo
-from photoembed.vectors import vector_literal
+from photoembed.vectors import ranks_exactly, vector_literal
 
 log = get_logger(__name__)
 
@@ -53,9 +58,12 @@ class Neighbour:
     distance: float
 
 
-def lock_grouping(session: Session) -> None:
-    """Until the transaction ends, nothing else groups faces or edits their persons."""
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('photoembed:faces'))"))
+GROUPING_LOCK = "SELECT pg_advisory_xact_lock(hashtext('photoembed:faces'), hashtext(:library))"
+
+
+def lock_grouping(session: Session, library_id: uuid.UUID) -> None:
+    """Until the transaction ends, nothing else groups the library's faces or edits its persons."""
+    session.execute(text(GROUPING_LOCK), {"library": str(library_id)})
 
 
 class Grouping(Protocol):
@@ -162,11 +170,12 @@ def _person_for_group(
 
 
 class DatabaseGrouping:
-    """The rules' state in the database, in the caller's transaction (which holds the grouping
-    lock, `lock_grouping`)."""
+    """The rules' state in the database, in the caller's transaction (which holds the library's
+    grouping lock, `lock_grouping`)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, library_id: uuid.UUID) -> None:
         self.session = session
+        self.library_id = library_id
 
     def _face(self, face_id: uuid.UUID) -> Face:
         face = self.session.get(Face, face_id)
@@ -179,22 +188,31 @@ class DatabaseGrouping:
 
     def neighbours(self, face_id: uuid.UUID, max_distance: float) -> list[Neighbour]:
         face = self._face(face_id)
-        dim = face.dim
-        distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
-        # the filters run after the index scan; iterative scans keep going until enough pass them
-        self.session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
-        self.session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
+        dim = int(face.dim)
+        if ranks_exactly(self.session, "faces", self.library_id, face.model, dim):
+            distance = "f.vector <-> CAST(:q AS vector)"  # no index serves it: every face ranked
+        else:
+            distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+            # the filters run after the index scan; iterative scans keep going until enough pass
+            self.session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
+            self.session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
         rows = self.session.execute(
             text(
                 f"""
                 SELECT f.id, f.person_id, f.assigned_by, {distance} AS distance
                   FROM faces f
-                 WHERE f.dim = {int(dim)} AND f.model = :model AND f.photo_id <> :photo
+                 WHERE f.library_id = :library AND f.dim = {dim} AND f.model = :model
+                   AND f.photo_id <> :photo
                  ORDER BY {distance}
                  LIMIT {NEIGHBOURS}
                 """  # noqa: S608 - dim is an int from the row; values are bound parameters
             ),
-            {"q": vector_literal(face.vector), "model": face.model, "photo": face.photo_id},
+            {
+                "q": vector_literal(face.vector),
+                "library": self.library_id,
+                "model": face.model,
+                "photo": face.photo_id,
+            },
         ).all()
         return [
             Neighbour(row.id, row.person_id, row.assigned_by, float(row.distance))
@@ -205,33 +223,45 @@ class DatabaseGrouping:
     def give(self, face_ids: list[uuid.UUID], person_id: uuid.UUID) -> None:
         self.session.execute(
             update(Face)
-            .where(Face.id.in_(face_ids), Face.assigned_by.is_(None))
+            .where(
+                Face.id.in_(face_ids),
+                Face.library_id == self.library_id,
+                Face.assigned_by.is_(None),
+            )
             .values(person_id=person_id, assigned_by=Assignment.AUTO)
             .execution_options(synchronize_session="fetch")
         )
 
+    def _person(self, person_id: uuid.UUID) -> Person | None:
+        person = self.session.get(Person, person_id)
+        return person if person is not None and person.library_id == self.library_id else None
+
     def exists(self, person_id: uuid.UUID) -> bool:
-        return self.session.get(Person, person_id) is not None
+        return self._person(person_id) is not None
 
     def has_faces(self, person_id: uuid.UUID) -> bool:
         found = self.session.execute(select(exists().where(Face.person_id == person_id)))
         return bool(found.scalar_one())
 
     def new_person(self) -> uuid.UUID:
-        person = Person(id=uuid.uuid4(), name=None)
+        person = Person(id=uuid.uuid4(), library_id=self.library_id, name=None)
         self.session.add(person)
         self.session.flush()
         log.info("person.grouped", person_id=str(person.id))
         return person.id
 
     def is_named(self, person_id: uuid.UUID) -> bool:
-        person = self.session.get(Person, person_id)
+        person = self._person(person_id)
         return person is not None and person.name is not None
 
     def unnamed(self, person_ids: set[uuid.UUID]) -> list[uuid.UUID]:
         return list(
             self.session.scalars(
-                select(Person.id).where(Person.id.in_(person_ids), Person.name.is_(None))
+                select(Person.id).where(
+                    Person.id.in_(person_ids),
+                    Person.library_id == self.library_id,
+                    Person.name.is_(None),
+                )
             )
         )
 
@@ -239,17 +269,19 @@ class DatabaseGrouping:
         for table in (Face, Photo):
             self.session.execute(
                 update(table)
-                .where(table.person_id.in_(unnamed))
+                .where(table.person_id.in_(unnamed), table.library_id == self.library_id)
                 .values(person_id=person_id)
                 .execution_options(synchronize_session="fetch")
             )
-        drop_empty_unnamed(self.session, unnamed)
+        drop_empty_unnamed(self.session, self.library_id, unnamed)
 
 
-def place_chosen(session: Session, faces: list[Face], rules: GroupingRules) -> None:
-    """After a user placed `faces` (PATCH /faces, a merge): what the grouping does for a face
-    placed on purpose, as `place` does for an upload's face."""
-    grouping = DatabaseGrouping(session)
+def place_chosen(
+    session: Session, library_id: uuid.UUID, faces: list[Face], rules: GroupingRules
+) -> None:
+    """After a user placed `faces` of the library (PATCH /faces, a merge): what the grouping does
+    for a face placed on purpose, as `place` does for an upload's face."""
+    grouping = DatabaseGrouping(session, library_id)
     for face in faces:
         place(grouping, face.id, rules)
 
@@ -257,24 +289,29 @@ def place_chosen(session: Session, faces: list[Face], rules: GroupingRules) -> N
 def group_photo_faces(
     session: Session, photo: Photo, faces: list[Face], rules: GroupingRules
 ) -> None:
-    """The grouping step of a photo's newly stored faces, in the transaction that stored them,
-    which holds the grouping lock (`lock_grouping`, taken before the store)."""
+    """The grouping step of a photo's newly stored faces, among its library's, in the transaction
+    that stored them, which holds the library's grouping lock (`lock_grouping`, taken before the
+    store)."""
     if not faces:
         return
     if photo.person_id is not None:
         largest = max(faces, key=lambda f: f.box_w * f.box_h)
         largest.person_id, largest.assigned_by = photo.person_id, Assignment.UPLOAD
         session.flush()
-    grouping = DatabaseGrouping(session)
+    grouping = DatabaseGrouping(session, photo.library_id)
     for face in faces:
         place(grouping, face.id, rules)
 
 
-def drop_empty_unnamed(session: Session, person_ids: list[uuid.UUID] | None = None) -> int:
-    """Delete persons the grouping made (no name) that no face and no photo belongs to any more."""
+def drop_empty_unnamed(
+    session: Session, library_id: uuid.UUID, person_ids: list[uuid.UUID] | None = None
+) -> int:
+    """Delete the library's persons the grouping made (no name) that no face and no photo belongs
+    to any more (of `person_ids`, or all)."""
     empty = (
         delete(Person)
         .where(
+            Person.library_id == library_id,
             Person.name.is_(None),
             ~exists().where(Face.person_id == Person.id),
             ~exists().where(Photo.person_id == Person.id),

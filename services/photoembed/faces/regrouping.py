@@ -1,8 +1,9 @@
-"""`photoembed faces recluster`: the grouping rebuilt on a snapshot and swapped in at the end, so
-that photos keep being grouped while it runs and a crash part-way changes nothing.
+"""`photoembed faces recluster`: a library's grouping rebuilt on a snapshot and swapped in at the
+end, so that photos keep being grouped while it runs and a crash part-way changes nothing. Each
+library is reclustered on its own, under its own grouping lock: other libraries go on grouping.
 
-1. Snapshot, without the grouping lock: the model's faces (who placed them, their person, their
-   vector) and the persons' names, in one repeatable-read transaction.
+1. Snapshot, without the grouping lock: the library's faces of the model (who placed them, their
+   person, their vector) and its persons' names, in one repeatable-read transaction.
 2. Neighbours, exactly, in memory: each face's NEIGHBOURS nearest faces of other photos within the
    match distance (`nearest_neighbours`): the persons, refined by one k-means round, are cells,
    and a block of one cell's faces is compared only with the faces the triangle inequality leaves
@@ -65,15 +66,18 @@ class Snapshot:
     names: dict[uuid.UUID, str | None]
 
 
-def take_snapshot(session: Session, model: str) -> Snapshot:
+def take_snapshot(session: Session, library_id: uuid.UUID, model: str) -> Snapshot:
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     rows = session.execute(
         select(Face.id, Face.photo_id, Face.person_id, Face.assigned_by, Face.vector)
-        .where(Face.model == model)
+        .where(Face.library_id == library_id, Face.model == model)
         .order_by(Face.created_at, Face.photo_id, Face.face_index)
     ).all()
     names: dict[uuid.UUID, str | None] = {
-        row.id: row.name for row in session.execute(select(Person.id, Person.name))
+        row.id: row.name
+        for row in session.execute(
+            select(Person.id, Person.name).where(Person.library_id == library_id)
+        )
     }
     photo_numbers: dict[uuid.UUID, int] = {}
     photos = np.array([photo_numbers.setdefault(row.photo_id, len(photo_numbers)) for row in rows])
@@ -338,11 +342,15 @@ def plan(
 
 
 def swap(
-    session: Session, model: str, grouping: SnapshotGrouping, rules: GroupingRules
+    session: Session,
+    library_id: uuid.UUID,
+    model: str,
+    grouping: SnapshotGrouping,
+    rules: GroupingRules,
 ) -> tuple[int, int, int]:
     """Step 4, in the caller's transaction: returns (faces changed, faces a user placed since the
     snapshot and so kept, faces stored since the snapshot and placed again)."""
-    lock_grouping(session)
+    lock_grouping(session, library_id)
     changes = grouping.changes()
     made = grouping.made - grouping.gone
     connection = session.connection().connection.driver_connection
@@ -356,9 +364,9 @@ def swap(
     index = grouping.index
     snapshot = grouping.snapshot
     with connection.cursor() as cursor:
-        with cursor.copy("COPY persons (id, name, created_at) FROM STDIN") as copy:
+        with cursor.copy("COPY persons (id, library_id, name, created_at) FROM STDIN") as copy:
             for made_id in made:
-                copy.write_row((made_id, None, "now"))
+                copy.write_row((made_id, library_id, None, "now"))
         with cursor.copy("COPY regrouped FROM STDIN") as copy:
             for face_id, person_id, assigned_by in changes:
                 i = index[face_id]
@@ -370,27 +378,32 @@ def swap(
             """
             UPDATE faces f SET person_id = r.person_id, assigned_by = r.assigned_by
               FROM regrouped r
-             WHERE f.id = r.face_id
+             WHERE f.id = r.face_id AND f.library_id = :library
                AND f.person_id IS NOT DISTINCT FROM r.old_person
                AND f.assigned_by IS NOT DISTINCT FROM r.old_assigned
-               AND (r.person_id IS NULL OR EXISTS (SELECT 1 FROM persons WHERE id = r.person_id))
+               AND (r.person_id IS NULL OR EXISTS (
+                   SELECT 1 FROM persons WHERE id = r.person_id AND library_id = :library))
             """
-        )
+        ),
+        {"library": library_id},
     ).rowcount  # type: ignore[attr-defined]
     for source, target in grouping.final_photo_moves().items():
         session.execute(
             text(
-                "UPDATE photos SET person_id = :target WHERE person_id = :source "
-                "AND EXISTS (SELECT 1 FROM persons WHERE id = :target)"
+                "UPDATE photos SET person_id = :target "
+                "WHERE person_id = :source AND library_id = :library "
+                "AND EXISTS (SELECT 1 FROM persons WHERE id = :target AND library_id = :library)"
             ),
-            {"source": source, "target": target},
+            {"source": source, "target": target, "library": library_id},
         )
     # faces stored while the plan was made were grouped under the old grouping: again, under the
     # new one
     stored_since = [
         face_id
         for face_id in session.scalars(
-            select(Face.id).where(Face.model == model).order_by(Face.created_at, Face.face_index)
+            select(Face.id)
+            .where(Face.library_id == library_id, Face.model == model)
+            .order_by(Face.created_at, Face.face_index)
         )
         if face_id not in index
     ]
@@ -398,11 +411,11 @@ def swap(
         session.execute(
             text(
                 "UPDATE faces SET person_id = NULL, assigned_by = NULL "
-                "WHERE id = ANY(:ids) AND assigned_by = 'auto'"
+                "WHERE id = ANY(:ids) AND library_id = :library AND assigned_by = 'auto'"
             ),
-            {"ids": stored_since},
+            {"ids": stored_since, "library": library_id},
         )
-        database = DatabaseGrouping(session)
+        database = DatabaseGrouping(session, library_id)
         for face_id in stored_since:
             place(database, face_id, rules)
     return int(changed), len(changes) - int(changed), len(stored_since)
@@ -410,23 +423,25 @@ def swap(
 
 def recluster(
     session_factory: sessionmaker[Session],
+    library_id: uuid.UUID,
     model: str,
     rules: GroupingRules,
     stream: TextIO | None = sys.stderr,
 ) -> ReclusterResult:
-    """Snapshot, plan and swap (see the module's doc); `session_factory()` gives a new session."""
+    """Snapshot, plan and swap the library's grouping (see the module's doc);
+    `session_factory()` gives a new session."""
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     with session_factory() as session:
-        snapshot = take_snapshot(session, model)
+        snapshot = take_snapshot(session, library_id, model)
     seconds["snapshot"] = time.perf_counter() - began
     began = time.perf_counter()
     grouping = plan(snapshot, rules, stream)
     seconds["plan"] = time.perf_counter() - began
     began = time.perf_counter()
     with session_factory() as session, session.begin():
-        changed, kept, again = swap(session, model, grouping, rules)
-        dropped = drop_empty_unnamed(session)
+        changed, kept, again = swap(session, library_id, model, grouping, rules)
+        dropped = drop_empty_unnamed(session, library_id)
     seconds["swap"] = time.perf_counter() - began
     placed = sum(1 for person in grouping.person if person is not None)
     result = ReclusterResult(
@@ -439,5 +454,10 @@ def recluster(
         persons_dropped=dropped,
         seconds={name: round(value, 2) for name, value in seconds.items()},
     )
-    log.info("faces.reclustered", model=model, **{k: v for k, v in vars(result).items()})
+    log.info(
+        "faces.reclustered",
+        library_id=str(library_id),
+        model=model,
+        **{k: v for k, v in vars(result).items()},
+    )
     return result

@@ -50,6 +50,7 @@ def store_faces(
         Face(
             id=uuid.uuid4(),
             photo_id=photo_id,
+            library_id=photo.library_id,
             model=model.identity,
             detector=model.detector,
             face_index=index,

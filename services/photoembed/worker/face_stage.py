@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
+import structlog
+
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces import store
@@ -110,6 +112,7 @@ def process_faces(
     if claimed is None:
         log.info("faces.skipped", reason="not PENDING, or claimed by another worker")
         return "skipped"
+    structlog.contextvars.bind_contextvars(library_id=str(claimed.library_id))
     if claimed.attempts > settings.max_attempts:
         error = unfinished_attempts_error(claimed.attempts, settings.max_attempts)
         return _fail(settings, photo_id, error, "attempts_exhausted")
@@ -128,7 +131,7 @@ def process_faces(
             session_scope(settings.database_url) as session,
         ):
             # the grouping lock before the photo's row lock, in the order the API's edits take them
-            lock_grouping(session)
+            lock_grouping(session, claimed.library_id)
             rows = store.store_faces(session, photo_id, message_id, info, found)
             if rows is not None:
                 photo = session.get(Photo, photo_id)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import redis
+import structlog
 from dramatiq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -121,6 +122,7 @@ def process_photo(
     if claimed is None:
         log.info("photo.skipped", reason="not PENDING, or claimed by another worker")
         return "skipped"
+    structlog.contextvars.bind_contextvars(library_id=str(claimed.library_id))
     if claimed.attempts > settings.max_attempts:
         error = unfinished_attempts_error(claimed.attempts, settings.max_attempts)
         return fail(settings.database_url, photo_id, error, "attempts_exhausted")

@@ -5,21 +5,23 @@ from __future__ import annotations
 import io
 import uuid
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from PIL import Image
 from sqlalchemy import select
 
-from photoembed.api.deps import SessionDep, SettingsDep, StorageDep, require_api_key
+from photoembed.api.auth import ManageCaller, ReadCaller
+from photoembed.api.deps import SessionDep, SettingsDep, StorageDep
 from photoembed.api.schemas import ErrorOut, FaceOut, FacePage, FacePatch
 from photoembed.faces.factory import rules_for
 from photoembed.faces.grouping import drop_empty_unnamed, lock_grouping, place_chosen
 from photoembed.images import DecodeLimits, ImageError, load_rgb
 from photoembed.logging import get_logger
 from photoembed.models import Assignment, Face, Person, Photo
+from photoembed.repository import face_of, person_of, photo_of
 from photoembed.storage import PhotoBytesMissing, StorageUnavailable
 
 log = get_logger(__name__)
-router = APIRouter(tags=["faces"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["faces"])
 
 FACE_THUMBNAIL_SIDE = 160
 FACE_MARGIN = 0.25  # of the box, on every side
@@ -42,8 +44,8 @@ def face_out(face: Face, person_name: str | None) -> FaceOut:
     )
 
 
-def _face_or_404(session: SessionDep, face_id: uuid.UUID) -> Face:
-    face = session.get(Face, face_id)
+def _face_or_404(session: SessionDep, library_id: uuid.UUID, face_id: uuid.UUID) -> Face:
+    face = face_of(session, library_id, face_id)
     if face is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"face {face_id} not found")
     return face
@@ -52,16 +54,16 @@ def _face_or_404(session: SessionDep, face_id: uuid.UUID) -> Face:
 @router.get(
     "/photos/{photo_id}/faces", response_model=FacePage, responses={404: {"model": ErrorOut}}
 )
-def list_photo_faces(photo_id: uuid.UUID, session: SessionDep) -> FacePage:
+def list_photo_faces(photo_id: uuid.UUID, session: SessionDep, caller: ReadCaller) -> FacePage:
     """The faces found in the photo, left to right, boxes and landmarks in its displayed
     orientation (EXIF rotation applied), each with its person; empty until `faces_status` is
     DONE."""
-    if session.get(Photo, photo_id) is None:
+    if photo_of(session, caller.library_id, photo_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
     rows = session.execute(
         select(Face, Person.name)
         .outerjoin(Person, Person.id == Face.person_id)
-        .where(Face.photo_id == photo_id)
+        .where(Face.photo_id == photo_id, Face.library_id == caller.library_id)
         .order_by(Face.model, Face.face_index)
     ).all()
     return FacePage(items=[face_out(face, name) for face, name in rows])
@@ -73,10 +75,14 @@ def list_photo_faces(photo_id: uuid.UUID, session: SessionDep) -> FacePage:
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
 )
 def get_face_thumbnail(
-    face_id: uuid.UUID, session: SessionDep, storage: StorageDep, settings: SettingsDep
+    face_id: uuid.UUID,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    caller: ReadCaller,
 ) -> Response:
     """The face with a margin, a JPEG at most 160 px on a side."""
-    face = _face_or_404(session, face_id)
+    face = _face_or_404(session, caller.library_id, face_id)
     photo = session.get(Photo, face.photo_id)
     assert photo is not None  # faces cascade with their photo
     try:
@@ -110,17 +116,22 @@ def get_face_thumbnail(
 
 @router.patch("/faces/{face_id}", response_model=FaceOut, responses={404: {"model": ErrorOut}})
 def update_face(
-    face_id: uuid.UUID, change: FacePatch, session: SessionDep, settings: SettingsDep
+    face_id: uuid.UUID,
+    change: FacePatch,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: ManageCaller,
 ) -> FaceOut:
     """Say whose face this is, or (`null`) that it is nobody known. Either way it is a user's
     choice: the automatic grouping and `photoembed faces recluster` never move it again. A face
     given a named person brings its unplaced neighbours and takes over the unnamed persons among
     them (photoembed.faces.grouping)."""
-    lock_grouping(session)
-    face = _face_or_404(session, face_id)
-    person = None
+    library_id = caller.library_id
+    lock_grouping(session, library_id)
+    face = _face_or_404(session, library_id, face_id)
+    person: Person | None = None
     if change.person_id is not None:
-        person = session.get(Person, change.person_id)
+        person = person_of(session, library_id, change.person_id)
         if person is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, detail=f"person {change.person_id} not found"
@@ -128,9 +139,9 @@ def update_face(
     previous = face.person_id
     face.person_id, face.assigned_by = change.person_id, Assignment.USER
     session.flush()
-    place_chosen(session, [face], rules_for(settings, face.model))
+    place_chosen(session, library_id, [face], rules_for(settings, face.model))
     if previous is not None and previous != change.person_id:
-        drop_empty_unnamed(session, [previous])
+        drop_empty_unnamed(session, library_id, [previous])
     session.commit()
     log.info(
         "face.assigned",

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from photoembed import repository
-from photoembed.api.deps import require_api_key
+from photoembed.api.auth import operator
 from photoembed.api.readiness import probes
 from photoembed.config import Settings
 from photoembed.db import connection_usage, session_scope
@@ -29,7 +29,9 @@ from photoembed.logging import get_logger
 from photoembed.storage import PhotoStorage
 
 log = get_logger(__name__)
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+# the deployment's figures, every library's together: for its operator (admin of the default
+# library, or a key of API_KEYS)
+router = APIRouter(tags=["operations"], dependencies=[Depends(operator)])
 
 READ_TTL_S = 5.0
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from photoembed.api.deps import (
-    ActiveModelDep,
-    BrokerDep,
-    SessionDep,
-    SettingsDep,
-    StorageDep,
-    require_api_key,
-)
+from photoembed.api.auth import ManageCaller, ReadCaller, UploadCaller
+from photoembed.api.deps import ActiveModelDep, BrokerDep, SessionDep, SettingsDep, StorageDep
 from photoembed.api.pagination import CursorQuery, LimitQuery, StatusQuery, photo_page
 from photoembed.api.schemas import (
     EmbeddingOut,
@@ -31,13 +25,13 @@ from photoembed.api.uploads import FILE_FIELD, receive_form
 from photoembed.images import ACCEPTED_NAMES, ImageError, ImageLimitError
 from photoembed.logging import get_logger
 from photoembed.metrics import UPLOADS
-from photoembed.models import Embedding, Person, Photo, PhotoStatus
+from photoembed.models import Embedding, Photo, PhotoStatus
 from photoembed.photos import UnknownPerson, accept_photo, remove_photos, retry_failed, thumbnail
-from photoembed.repository import photos_by_hash
+from photoembed.repository import person_of, photo_of, photos_by_hash
 from photoembed.storage import PhotoBytesMissing, StorageUnavailable
 
 log = get_logger(__name__)
-router = APIRouter(prefix="/photos", tags=["photos"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/photos", tags=["photos"])
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -87,18 +81,21 @@ def _current_embedding(
     return session.scalars(query.order_by(Embedding.created_at.desc()).limit(1)).first()
 
 
-def _get_or_404(session: SessionDep, photo_id: uuid.UUID) -> Photo:
-    photo = session.get(Photo, photo_id)
+def photo_or_404(session: SessionDep, library_id: uuid.UUID, photo_id: uuid.UUID) -> Photo:
+    """The library's photo; 404 for another library's, exactly as for one that does not exist."""
+    photo = photo_of(session, library_id, photo_id)
     if photo is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"photo {photo_id} not found")
     return photo
 
 
 @router.post("/check", response_model=HashCheckOut)
-def check_hashes(check: HashCheckIn, session: SessionDep) -> HashCheckOut:
-    """Which of these files (by the SHA-256 of their bytes, as stored) the service already has:
-    an importer uploads only the others, so a re-run sends nothing twice."""
-    return HashCheckOut(known=photos_by_hash(session, list(dict.fromkeys(check.hashes))))
+def check_hashes(check: HashCheckIn, session: SessionDep, caller: UploadCaller) -> HashCheckOut:
+    """Which of these files (by the SHA-256 of their bytes, as stored) the key's library already
+    has: an importer uploads only the others, so a re-run sends nothing twice. Other libraries'
+    photos never count."""
+    hashes = list(dict.fromkeys(check.hashes))
+    return HashCheckOut(known=photos_by_hash(session, caller.library_id, hashes))
 
 
 @router.post(
@@ -121,6 +118,7 @@ async def upload_photo(
     settings: SettingsDep,
     broker: BrokerDep,
     storage: StorageDep,
+    caller: UploadCaller,
 ) -> PhotoOut:
     """Store the photo (multipart field `file`, optional `person_id`), record it as PENDING, then
     queue it for embedding (after the commit). Processing is asynchronous: follow the photo at
@@ -147,7 +145,9 @@ async def upload_photo(
             storage.discard(staged)
         raise
     try:
-        photo = await run_in_threadpool(accept_photo, settings, storage, broker, staged, person_id)
+        photo = await run_in_threadpool(
+            accept_photo, settings, storage, broker, staged, caller.library_id, person_id
+        )
     except UnknownPerson as exc:
         UPLOADS.labels("unknown_person").inc()
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
@@ -169,6 +169,7 @@ async def upload_photo(
 @router.get("", response_model=PhotoPage)
 def list_photos(
     session: SessionDep,
+    caller: ReadCaller,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     photo_status: StatusQuery = None,
@@ -176,23 +177,30 @@ def list_photos(
 ) -> PhotoPage:
     """Photos, newest first, a page at a time: pass `next_cursor` as `cursor` for the next page
     (pages stay stable while photos are added). `model` is left out of list items."""
-    return photo_page(session, limit, cursor, photo_status, person_id)
+    return photo_page(session, caller.library_id, limit, cursor, photo_status, person_id)
 
 
 @router.get("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
-def get_photo(photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep) -> PhotoOut:
+def get_photo(
+    photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep, caller: ReadCaller
+) -> PhotoOut:
     """The photo's status (PENDING, PROCESSING, READY, FAILED with `error`), quality and model.
     While a photo is being retried, `error` says what the last attempt ran into."""
-    photo = _get_or_404(session, photo_id)
+    photo = photo_or_404(session, caller.library_id, photo_id)
     embedding = _current_embedding(session, photo_id, active_model)
     return PhotoOut.of(photo, embedding.model if embedding else None)
 
 
 @router.patch("/{photo_id}", response_model=PhotoOut, responses={404: {"model": ErrorOut}})
-def update_photo(photo_id: uuid.UUID, change: PhotoPatch, session: SessionDep) -> PhotoOut:
+def update_photo(
+    photo_id: uuid.UUID, change: PhotoPatch, session: SessionDep, caller: ManageCaller
+) -> PhotoOut:
     """Attach the photo to a person (or detach it with `null`)."""
-    photo = _get_or_404(session, photo_id)
-    if change.person_id is not None and session.get(Person, change.person_id) is None:
+    photo = photo_or_404(session, caller.library_id, photo_id)
+    if (
+        change.person_id is not None
+        and person_of(session, caller.library_id, change.person_id) is None
+    ):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"person {change.person_id} not found"
         )
@@ -204,9 +212,14 @@ def update_photo(photo_id: uuid.UUID, change: PhotoPatch, session: SessionDep) -
 @router.delete(
     "/{photo_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"model": ErrorOut}}
 )
-def delete_photo(photo_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> None:
-    """Delete the photo, its vectors and (unless another photo has the same bytes) its file."""
-    remove_photos(session, storage, [_get_or_404(session, photo_id)])
+def delete_photo(
+    photo_id: uuid.UUID, session: SessionDep, storage: StorageDep, caller: ManageCaller
+) -> None:
+    """Delete the photo, its vectors and faces, and its file unless another photo (of any
+    library) has the same bytes."""
+    remove_photos(
+        session, storage, caller.library_id, [photo_or_404(session, caller.library_id, photo_id)]
+    )
     log.info("photo.deleted", photo_id=str(photo_id))
 
 
@@ -225,10 +238,11 @@ def retry_photo(
     session: SessionDep,
     settings: SettingsDep,
     broker: BrokerDep,
+    caller: UploadCaller,
 ) -> PhotoOut:
     """Send a FAILED photo round again (once its cause is fixed): attempts reset, PENDING,
     queued after the commit. 409 for a photo in any other status."""
-    photo = _get_or_404(session, photo_id)
+    photo = photo_or_404(session, caller.library_id, photo_id)
     session.rollback()  # the retry runs in its own transaction; read the result afresh below
     if not retry_failed(settings, broker, [photo_id]):
         raise HTTPException(
@@ -250,11 +264,12 @@ def get_thumbnail(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    caller: ReadCaller,
     size: Annotated[int, Query(ge=32, le=1024, description="Longest side in px")] = 256,
 ) -> Response:
     """A JPEG at most `size` px on a side (256 by default: made on first request and kept beside
     the photo; up to 1024 for a closer look, made each time)."""
-    photo = _get_or_404(session, photo_id)
+    photo = photo_or_404(session, caller.library_id, photo_id)
     try:
         data = thumbnail(settings, storage, photo.storage_key, size)
     except (ImageError, PhotoBytesMissing) as exc:
@@ -270,10 +285,10 @@ def get_thumbnail(
     "/{photo_id}/embedding", response_model=EmbeddingOut, responses={404: {"model": ErrorOut}}
 )
 def get_photo_embedding(
-    photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep
+    photo_id: uuid.UUID, session: SessionDep, active_model: ActiveModelDep, caller: ReadCaller
 ) -> EmbeddingOut:
     """The photo's L2-normalised vector and the model identity that made it; 404 until READY."""
-    photo = _get_or_404(session, photo_id)
+    photo = photo_or_404(session, caller.library_id, photo_id)
     ready = photo.status == PhotoStatus.READY
     embedding = _current_embedding(session, photo_id, active_model) if ready else None
     if embedding is None:

@@ -6,20 +6,17 @@ image (the page, curl -F); both take the same fields and give the same answer.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
-from photoembed.api.deps import (
-    ActiveModelDep,
-    QueryEmbedderDep,
-    SettingsDep,
-    StorageDep,
-    require_api_key,
-)
+from photoembed.api.auth import Caller, ReadCaller
+from photoembed.api.deps import ActiveModelDep, QueryEmbedderDep, SettingsDep, StorageDep
 from photoembed.api.queries import QueryEmbedder
 from photoembed.api.schemas import ErrorOut, SearchHitOut, SearchOut, SearchQuery
 from photoembed.api.uploads import FILE_FIELD, receive_form
@@ -28,6 +25,7 @@ from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.images import ImageError, load_rgb
 from photoembed.photos import decode_limits
+from photoembed.repository import person_of
 from photoembed.search import (
     FaceQuery,
     QueryVector,
@@ -42,7 +40,7 @@ from photoembed.search import (
 )
 from photoembed.storage import StagedFile
 
-router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["search"])
 
 _FIELDS = set(SearchQuery.model_fields)
 SEARCH_BODY: dict[str, Any] = {
@@ -142,29 +140,31 @@ def _embed_file(
 
 
 def _stored_query(
-    settings: Settings, kind: str, query: SearchQuery, active_model: str | None
+    settings: Settings, caller: Caller, kind: str, query: SearchQuery, active_model: str | None
 ) -> QueryVector:
     with session_scope(settings.database_url) as session:
         if kind == "photo_id":
             assert query.photo_id is not None
-            found = photo_query(session, query.photo_id, active_model)
+            found = photo_query(session, caller.library_id, query.photo_id, active_model)
             missing = f"photo {query.photo_id} has no vector (unknown or not READY)"
         else:
             assert query.person_id is not None
-            found = person_query(session, query.person_id, active_model)
+            found = person_query(session, caller.library_id, query.person_id, active_model)
             missing = f"person {query.person_id} has no READY photos"
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
     return found
 
 
-def _face_query(settings: Settings, kind: str, query: SearchQuery) -> FaceQuery | None:
+def _face_query(
+    settings: Settings, caller: Caller, kind: str, query: SearchQuery
+) -> FaceQuery | None:
     """The faces to search by: the face asked for, or the person's faces (None: the person has
-    none, and is searched by CLIP)."""
+    none, and is searched by CLIP). 404 for a person or face the library does not have."""
     with session_scope(settings.database_url) as session:
         if kind == "face_id":
             assert query.face_id is not None
-            found = face_query(session, query.face_id)
+            found = face_query(session, caller.library_id, query.face_id)
             if found is None:
                 raise HTTPException(
                     status.HTTP_404_NOT_FOUND, detail=f"face {query.face_id} not found"
@@ -172,18 +172,27 @@ def _face_query(settings: Settings, kind: str, query: SearchQuery) -> FaceQuery 
             return found
         if kind == "person_id":
             assert query.person_id is not None
-            return person_face_query(session, query.person_id)
+            _person_or_404(session, caller, query.person_id)
+            return person_face_query(session, caller.library_id, query.person_id)
     return None
 
 
+def _person_or_404(session: Session, caller: Caller, person_id: uuid.UUID) -> None:
+    if person_of(session, caller.library_id, person_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+
+
 def _rank(
-    settings: Settings, vector: QueryVector | FaceQuery, query: SearchQuery
+    settings: Settings, caller: Caller, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
     with session_scope(settings.database_url) as session:
+        if query.filter_person_id is not None:
+            _person_or_404(session, caller, query.filter_person_id)
         scan = ScanSettings.configured(settings.search_ef_search)
         if isinstance(vector, FaceQuery):
             return search_by_face(
                 session,
+                caller.library_id,
                 vector,
                 limit=query.limit,
                 min_quality=query.min_quality,
@@ -192,6 +201,7 @@ def _rank(
             )
         return search_similar(
             session,
+            caller.library_id,
             vector,
             limit=query.limit,
             min_quality=query.min_quality,
@@ -221,6 +231,7 @@ async def search(
     storage: StorageDep,
     active_model: ActiveModelDep,
     embedder: QueryEmbedderDep,
+    caller: ReadCaller,
 ) -> SearchOut:
     """Send exactly one query: JSON `{"text": ...}`, `{"photo_id": ...}`, `{"person_id": ...}`
     or `{"face_id": ...}`, or a multipart form with the image in `file` (the same fields work as
@@ -230,7 +241,8 @@ async def search(
     nearest to any of the person's best faces (L2 of identity vectors, `face_distance`); a person
     without faces by the normalised mean CLIP vector of their READY photos (`"by": "clip"`),
     ranked by cosine similarity among vectors of the same model. A `face_id` searches by that
-    face.
+    face. Only the key's library is searched, and only its photos, persons and faces can be
+    named (any other id answers 404).
     """
     query, staged = await _read_query(request, settings, storage)
     chosen = query.queries(with_file=staged is not None)
@@ -249,7 +261,7 @@ async def search(
     vector: QueryVector | FaceQuery | None = None
     try:
         if kind in ("person_id", "face_id"):
-            vector = await run_in_threadpool(_face_query, settings, kind, query)
+            vector = await run_in_threadpool(_face_query, settings, caller, kind, query)
         if vector is None and kind == "text":
             assert query.text is not None
             vector = await run_in_threadpool(embedder.embed_text, query.text)
@@ -257,12 +269,14 @@ async def search(
             assert staged is not None
             vector = await run_in_threadpool(_embed_file, embedder, settings, storage, staged)
         elif vector is None:
-            vector = await run_in_threadpool(_stored_query, settings, kind, query, active_model)
+            vector = await run_in_threadpool(
+                _stored_query, settings, caller, kind, query, active_model
+            )
     except ModelLoadError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     except ImageError as exc:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=str(exc)) from None
-    hits = await run_in_threadpool(_rank, settings, vector, query)
+    hits = await run_in_threadpool(_rank, settings, caller, vector, query)
     return SearchOut(
         query="image" if kind == "file" else kind,
         by="face" if isinstance(vector, FaceQuery) else "clip",

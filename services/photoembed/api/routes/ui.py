@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from photoembed.api.deps import SessionDep, SettingsDep, require_api_key
+from photoembed.api.auth import AnyCaller
+from photoembed.api.deps import SessionDep, SettingsDep
 from photoembed.images import ACCEPTED_NAMES
 from photoembed.repository import backlog
 
@@ -24,10 +25,10 @@ class LimitsOut(BaseModel):
     backlog: int = Field(description="photos PENDING or PROCESSING now: importers slow down on it")
 
 
-@router.get("/limits", response_model=LimitsOut, dependencies=[Depends(require_api_key)])
-def limits(settings: SettingsDep, session: SessionDep) -> LimitsOut:
+@router.get("/limits", response_model=LimitsOut)
+def limits(settings: SettingsDep, session: SessionDep, caller: AnyCaller) -> LimitsOut:
     """What an upload must fit (clients refuse larger files before sending them), and how many
-    photos wait for the workers."""
+    photos wait for the workers (of every library: they share the workers)."""
     return LimitsOut(
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,

@@ -10,6 +10,9 @@ let photosCursor = null;
 
 function apiKey() { return localStorage.getItem(KEY); }
 
+// The key's scopes (GET /me): what it cannot do is hidden (style.css, data-needs).
+function can(scope) { return (document.body.dataset.scopes || "").split(" ").includes(scope); }
+
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${apiKey()}` },
@@ -29,6 +32,7 @@ async function detail(response) {
 function showKeyPanel(message = "") {
   $("key-panel").hidden = false; $("app").hidden = true; $("forget-key").hidden = true;
   $("key-error").textContent = message;
+  document.body.dataset.scopes = ""; $("library-name").textContent = "";
 }
 
 function label(id) {
@@ -50,8 +54,13 @@ function confirmDelete(text) {
 async function start() {
   if (!apiKey()) { showKeyPanel(); return; }
   limits = await (await api("/limits")).json();
+  const me = await (await api("/me")).json();
+  document.body.dataset.scopes = me.scopes.join(" ");
+  $("library-name").textContent = `· ${me.library.name}`;
+  $("scope-note").textContent = can("read") ? "" : `This key may only ${me.scopes.join(" and ")} photos in ${me.library.name}.`;
   $("key-panel").hidden = true; $("app").hidden = false; $("forget-key").hidden = false;
   $("limit-hint").textContent = `${limits.accepted_formats}, up to ${megabytes(limits.max_upload_bytes)} each`;
+  if (!can("read")) { return; }
   await loadPersons();
   await showPhotos();
 }
@@ -100,7 +109,7 @@ function personCard(person, chosen) {
   name.className = "person-name" + (person.name ? "" : " unnamed"); name.textContent = label(person.id);
   caption.append(name, ` · ${person.face_count} face(s)`);
   const rename = document.createElement("form");
-  rename.className = "rename row";
+  rename.className = "rename row"; rename.dataset.needs = "manage";
   const input = document.createElement("input");
   input.value = person.name || ""; input.placeholder = "Name"; input.required = true;
   input.setAttribute("aria-label", `Name for ${label(person.id)}`);
@@ -173,6 +182,7 @@ function showStatus(element, photo) {
   if (photo.status === "FAILED" && photo.id && !retry) {
     const button = document.createElement("button");
     button.type = "button"; button.className = "retry secondary"; button.textContent = "Retry";
+    button.dataset.needs = "upload";
     button.addEventListener("click", () => retryPhoto(element, photo.id));
     element.append(button);
   } else if (photo.status !== "FAILED" && retry) {
@@ -191,6 +201,7 @@ async function follow(element, id) {
   for (;;) {
     if (!element.isConnected && element.dataset.photoId) { return; } // a card no longer shown
     const response = await api(`/photos/${id}`);
+    if (response.status === 403) { showError(element, "sent; this key cannot read its status"); return; }
     if (!response.ok) { return; }
     const photo = await response.json();
     showStatus(element, photo);
@@ -229,7 +240,7 @@ async function uploadFiles(files) {
     await follow(li, photo.id);
     if (person && person === $("gallery-person").value) { await showGallery(); }
   }));
-  await showPhotos();
+  if (can("read")) { await showPhotos(); }
 }
 
 // --- a person's gallery ----------------------------------------------------------------------------
@@ -292,6 +303,7 @@ function galleryItem(photo) {
   caption.querySelector(".faces-info").textContent = facesText(photo);
   const remove = document.createElement("button");
   remove.type = "button"; remove.className = "delete-photo danger small"; remove.textContent = "Delete";
+  remove.dataset.needs = "manage";
   remove.setAttribute("aria-label", `Delete photo ${photo.id.slice(0, 8)}`);
   remove.addEventListener("click", () => deletePhoto(li, photo.id));
   li.append(open, caption, remove);
@@ -409,7 +421,9 @@ function faceRow(face, photoId) {
   select.setAttribute("aria-label", `Who is face ${face.id.slice(0, 8)}`);
   select.append(new Option("(nobody known)", ""), ...personList.map((p) => new Option(label(p.id), p.id)));
   select.value = face.person_id || "";
+  select.disabled = !can("manage");
   const save = document.createElement("button"); save.type = "button"; save.className = "small"; save.textContent = "Save";
+  save.dataset.needs = "manage";
   save.addEventListener("click", async () => {
     const response = await api(`/faces/${face.id}`, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ person_id: select.value || null }) });
     if (!response.ok) { $("faces-status").textContent = await detail(response); return; }
