@@ -23,13 +23,38 @@ from typing import Any
 import numpy as np
 import psycopg
 from run import REPO, Stack, _libpq_url
-from scale import LIMIT, percentiles, recall_summary, sql_recall, vector_writes
+from scale import vector_writes
+from scale_search import LIMIT, exact_top, percentiles, recall_summary
 
 from photoembed.seeding import SeededLibrary, seed_library
 
 INDEX = "ix_embeddings_halfvec_512"
 MODEL = "trial-clip"
 TRIALS = [(100, 20), (200, 20), (400, 20), (800, 20), (100, 40), (400, 40)]
+
+
+def sql_recall(
+    conn: psycopg.Connection,
+    library: SeededLibrary,
+    queries: list[int],
+    ef: int,
+    statement: str,
+    values: dict[str, Any],
+) -> tuple[list[float], list[float]]:
+    """Recall@LIMIT against brute force and milliseconds of `statement` (photo ids first; the
+    query vector is `%(q)s`) for each query photo, at hnsw.ef_search `ef`."""
+    recalls, times = [], []
+    for i in queries:
+        vector = library.photo_vectors[i]
+        with conn.transaction():
+            conn.execute("SET LOCAL hnsw.iterative_scan = 'relaxed_order'")
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            began = time.perf_counter()
+            rows = conn.execute(statement, {**values, "q": str(vector.tolist())}).fetchall()
+            times.append((time.perf_counter() - began) * 1000)
+        truth = exact_top(library, vector, LIMIT)
+        recalls.append(len(truth & {row[0] for row in rows}) / LIMIT)
+    return recalls, times
 
 
 def sweep(
@@ -88,7 +113,7 @@ def main() -> int:
                     "build_s": build,
                     "index_mb": round((size[0] if size else 0) / 2**20, 1),
                     "sweep": [sweep(conn, library, queries, ef, fetch) for ef, fetch in TRIALS],
-                    "vector_writes": vector_writes(stack.database_url, MODEL),
+                    "vector_writes": vector_writes(stack.database_url, MODEL, library),
                 }
                 output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -420,3 +420,53 @@ def test_the_photos_view_of_a_large_library_pages_as_it_scrolls_and_fills_the_wi
         assert phone.locator("#photos .card").count() < 200
         phone.evaluate("document.querySelector('#photos-title').scrollIntoView()")
         phone.screenshot(path=str(ARTIFACTS / "photos-library-phone.png"))
+
+
+def test_the_page_shows_the_keys_library_and_only_what_its_scopes_allow(api, browser):
+    # given a library with a photo, and three keys of it: read only, upload only, everything
+    library = api.post("/libraries", json={"name": "Studio Nord"}).json()
+
+    def key(*scopes: str) -> str:
+        made = api.post(f"/libraries/{library['id']}/keys", json={"scopes": list(scopes)})
+        assert made.status_code == 201, made.text
+        return str(made.json()["key"])
+
+    full, reader, uploader = key("read", "upload", "manage"), key("read"), key("upload")
+    photo = httpx.post(
+        str(api.base_url) + "/photos",
+        headers={"Authorization": f"Bearer {full}"},
+        files={"file": ("p.jpg", encode(make_photo(77)))},
+    )
+    assert photo.status_code == 202, photo.text
+
+    def opened(secret: str):  # type: ignore[no-untyped-def]
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(str(api.base_url) + "/")
+        page.fill("#key-input", secret)
+        page.click("#key-form button")
+        page.wait_for_selector("#app:not([hidden])")
+        page.wait_for_function("document.body.dataset.scopes !== undefined")
+        return page
+
+    # when the read-only key opens the page
+    page = opened(reader)
+    page.wait_for_selector("#photos .card")
+    # then it names the library, shows the photos, and offers no upload and no delete
+    assert "Studio Nord" in page.inner_text("header")
+    assert page.locator("#drop-zone").is_hidden() and page.locator("#person-create").is_hidden()
+    assert page.locator("#photos .card").count() == 1
+    assert page.locator("#photos .card button.delete-photo").is_hidden()
+    assert page.locator("#photos-title").is_visible() and page.locator("#search-form").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "read-only-key.png"), full_page=True)
+
+    # and an upload-only key gets the upload zone, without the library's photos or search
+    page = opened(uploader)
+    assert page.locator("#drop-zone").is_visible()
+    assert page.locator("#photos-title").is_hidden() and page.locator("#search-form").is_hidden()
+    assert "may only upload" in page.inner_text("#scope-note")
+
+    # and a key with every scope sees all of it, delete buttons too
+    page = opened(full)
+    page.wait_for_selector("#photos .card")
+    assert page.locator("#drop-zone").is_visible()
+    assert page.locator("#photos .card button.delete-photo").is_visible()

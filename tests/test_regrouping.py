@@ -177,7 +177,9 @@ def test_a_recluster_that_fails_in_its_swap_changes_nothing(library, monkeypatch
     assert _assignments(url) == before
 
 
-@pytest.mark.parametrize("partition", ["persons with mistakes", "one cell", "a cell each"])
+@pytest.mark.parametrize(
+    "partition", ["persons with mistakes", "one cell", "a cell each", "all unplaced"]
+)
 def test_the_neighbours_are_exactly_every_face_against_all(partition):
     # given 4,000 faces of 90 people, 1,200 photos, and a partition of them: the people with one
     # face in ten misplaced or with nobody, all in one cell, or each face alone
@@ -192,7 +194,20 @@ def test_the_neighbours_are_exactly_every_face_against_all(partition):
         ),
         "one cell": np.zeros(4000, np.int64),
         "a cell each": np.arange(4000),
+        "all unplaced": np.zeros(4000, np.int64),
     }[partition]
+    if partition == "all unplaced":
+        # as after a backfill: nobody has a person, and the faces are split among drawn centres
+        unplaced = regrouping.Snapshot(
+            ids=[uuid.uuid4() for _ in range(4000)],
+            photos=photos,
+            persons=[None] * 4000,
+            assigned=[None] * 4000,
+            vectors=vectors,
+            names={},
+        )
+        cells = regrouping.person_cells(unplaced)
+        assert len(np.unique(cells)) == 4000 // regrouping.FACES_PER_CELL
 
     # when each face's neighbours within 0.5 are found
     found = {

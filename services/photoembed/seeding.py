@@ -35,6 +35,7 @@ PHOTOS_PER_IDENTITY = 50
 FACE_CENTRE_SPREAD = 0.05  # per dimension: identities ~0.8 apart (L2)
 FACE_NOISE = 0.0075  # per dimension: ~0.085 from the centre, faces of one person ~0.12 apart
 START = datetime(2025, 1, 1, tzinfo=UTC)
+FACES_PER_PHOTO = (0.3, 0.5, 0.2)  # the chances of 0, 1 and 2 faces: 0.9 a photo
 
 
 @dataclass
@@ -63,10 +64,11 @@ def clustered_unit_vectors(
     return vectors
 
 
-def _hnsw_indexes(conn: psycopg.Connection) -> dict[str, str]:
+def _hnsw_indexes(conn: psycopg.Connection, tables: Sequence[str]) -> dict[str, str]:
     rows = conn.execute(
         "SELECT indexname, indexdef FROM pg_indexes "
-        "WHERE tablename IN ('embeddings', 'faces') AND indexdef ILIKE '%USING hnsw%'"
+        "WHERE tablename = ANY(%s) AND indexdef ILIKE '%%USING hnsw%%'",
+        (list(tables),),
     ).fetchall()
     return {name: definition for name, definition in rows}
 
@@ -103,19 +105,24 @@ def seed_libraries(
     placed: bool = True,
     use_default: bool = False,
     prefix: str = "seeded",
+    vectors: bool = True,
+    faces_per_photo: Sequence[float] = FACES_PER_PHOTO,
+    first_photo: int = 0,
 ) -> list[SeededLibrary]:
     """A library of each size (named `prefix`-<n>; with `use_default`, the first is the default
-    library). Photo number i of the whole seeding was created i seconds after START."""
+    library). Photo number `first_photo` + i of the seeding was created i seconds after START.
+    Without `vectors` the photos have no CLIP vector (what a recluster reads is only faces);
+    `faces_per_photo`: the chances of 0, 1 and 2 faces."""
     rng = np.random.default_rng(seed)
-    times = [START + timedelta(seconds=i) for i in range(sum(sizes))]
+    times = [START + timedelta(seconds=first_photo + i) for i in range(sum(sizes))]
     libraries: list[SeededLibrary] = []
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         register_vector(conn)
-        indexes = _hnsw_indexes(conn)
+        indexes = _hnsw_indexes(conn, ["embeddings", "faces"] if vectors else ["faces"])
         for name in indexes:
             conn.execute(f'DROP INDEX "{name}"')
         copy_started = time.perf_counter()
-        offset = 0
+        offset = first_photo
         with conn.cursor() as cur:
             for number, size in enumerate(sizes):
                 library_id, name = _library(cur, number, use_default, prefix)
@@ -126,10 +133,12 @@ def seed_libraries(
                     name,
                     size,
                     offset,
-                    times[offset : offset + size],
+                    times[offset - first_photo : offset - first_photo + size],
                     clip_model,
                     face_model,
                     placed,
+                    vectors,
+                    faces_per_photo,
                 )
                 libraries.append(library)
                 offset += size
@@ -145,6 +154,29 @@ def seed_libraries(
         library.copy_seconds = round(copy_seconds, 1)
         library.index_seconds = index_seconds
     return libraries
+
+
+def _copy_vectors(
+    cur: psycopg.Cursor,
+    library_id: uuid.UUID,
+    photo_ids: list[uuid.UUID],
+    photo_vectors: np.ndarray,
+    created: list[datetime],
+    clip_model: str,
+) -> None:
+    with cur.copy(
+        "COPY embeddings (photo_id, library_id, model, backend, model_name, pretrained,"
+        " quick_gelu, dim, vector, decode_version, created_at) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(
+            ["uuid", "uuid", "varchar", "varchar", "varchar", "varchar", "bool", "int4", "vector",
+             "int4", "timestamptz"]
+        )  # fmt: skip
+        for i, photo_id in enumerate(photo_ids):
+            copy.write_row(
+                (photo_id, library_id, clip_model, "open_clip", "ViT-B-32", "openai", True,
+                 PHOTO_DIM, photo_vectors[i], 1, created[i])
+            )  # fmt: skip
 
 
 def _library(
@@ -171,6 +203,8 @@ def _seed_one(
     clip_model: str,
     face_model: str,
     placed: bool,
+    vectors: bool,
+    faces_per_photo: Sequence[float],
 ) -> SeededLibrary:
     identities = max(1, photos // PHOTOS_PER_IDENTITY)
     person_ids = [uuid.uuid4() for _ in range(identities)]
@@ -179,8 +213,7 @@ def _seed_one(
         rng, photos, PHOTO_DIM, max(1, photos // PHOTOS_PER_CLUSTER), 0.03
     )
     face_centres = FACE_CENTRE_SPREAD * rng.standard_normal((identities, FACE_DIM), np.float32)
-    # 0, 1 or 2 faces a photo: 0.9 on average
-    faces_per_photo = rng.choice([0, 1, 2], size=photos, p=[0.3, 0.5, 0.2])
+    face_counts = rng.choice([0, 1, 2], size=photos, p=list(faces_per_photo))
     with cur.copy("COPY persons (id, library_id, name, created_at) FROM STDIN") as copy:
         for i, person_id in enumerate(person_ids):
             copy.write_row((person_id, library_id, f"Person {i}" if i % 10 == 0 else None, START))
@@ -196,22 +229,11 @@ def _seed_one(
                 (
                     photo_ids[i], library_id, None, "READY", key, key, "image/jpeg", 2_000_000,
                     4000, 3000, 0.5 + 0.5 * ((i * 7919) % 1000) / 1000, 0.7, 2, 1, created[i],
-                    created[i], created[i], created[i], "DONE", int(faces_per_photo[i]), 1,
+                    created[i], created[i], created[i], "DONE", int(face_counts[i]), 1,
                 )
             )  # fmt: skip
-    with cur.copy(
-        "COPY embeddings (photo_id, library_id, model, backend, model_name, pretrained,"
-        " quick_gelu, dim, vector, decode_version, created_at) FROM STDIN WITH (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(
-            ["uuid", "uuid", "varchar", "varchar", "varchar", "varchar", "bool", "int4", "vector",
-             "int4", "timestamptz"]
-        )  # fmt: skip
-        for i in range(photos):
-            copy.write_row(
-                (photo_ids[i], library_id, clip_model, "open_clip", "ViT-B-32", "openai", True,
-                 PHOTO_DIM, photo_vectors[i], 1, created[i])
-            )  # fmt: skip
+    if vectors:
+        _copy_vectors(cur, library_id, photo_ids, photo_vectors, created, clip_model)
     faces = 0
     with cur.copy(
         "COPY faces (id, photo_id, library_id, model, detector, face_index, box_x, box_y, box_w,"
@@ -223,7 +245,7 @@ def _seed_one(
              "json", "float8", "float8", "int4", "vector", "uuid", "varchar", "timestamptz"]
         )  # fmt: skip
         for i in range(photos):
-            for index in range(int(faces_per_photo[i])):
+            for index in range(int(face_counts[i])):
                 identity = int(rng.integers(0, identities))
                 vector = face_centres[identity] + FACE_NOISE * rng.standard_normal(
                     FACE_DIM, np.float32

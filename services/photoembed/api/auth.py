@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.libraries import KeyHolder, key_holder, secret_hash
-from photoembed.models import DEFAULT_LIBRARY_ID, Library, Scope, utcnow
+from photoembed.models import DEFAULT_LIBRARY_ID, DEFAULT_LIBRARY_NAME, Scope, utcnow
 
 KEY_CACHE_SECONDS = 4.0
 KEY_CACHE_SIZE = 10_000
@@ -80,7 +80,6 @@ class KeyResolver:
         self._database_url = settings.database_url
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, KeyHolder | None]] = OrderedDict()
-        self._default_name: str | None = None
 
     def is_configured(self, secret: str) -> bool:
         """Whether the secret is one of API_KEYS: compared with every one, in constant time."""
@@ -116,13 +115,6 @@ class KeyResolver:
                 if holder is not None and holder.key_id == key_id:
                     del self._cache[digest]
 
-    def default_library_name(self) -> str:
-        if self._default_name is None:
-            with session_scope(self._database_url) as session:
-                library = session.get(Library, DEFAULT_LIBRARY_ID)
-                self._default_name = library.name if library is not None else "default"
-        return self._default_name
-
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (a library's, or one of API_KEYS)")
 
@@ -140,7 +132,7 @@ async def get_caller(
         if resolver.is_configured(secret):
             caller = Caller(
                 library_id=DEFAULT_LIBRARY_ID,
-                library_name=await run_in_threadpool(resolver.default_library_name),
+                library_name=DEFAULT_LIBRARY_NAME,
                 scopes=frozenset(Scope),
                 key_id=None,
                 label="API_KEYS",

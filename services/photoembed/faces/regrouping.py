@@ -52,6 +52,7 @@ log = get_logger(__name__)
 BLOCK_ELEMENTS = 32 * 2**20  # distances computed at once: 128 MB of float32
 QUERY_BLOCK = 1024  # faces of one cell compared at once
 BOUND_SLACK = 1e-4  # float32 rounding: a cell is skipped only when it is surely out of reach
+FACES_PER_CELL = 50  # unplaced faces split into cells of about this many (a person's worth)
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,19 @@ def _within(
 
 
 def person_cells(snapshot: Snapshot) -> np.ndarray:
-    """Each face's current person as a number (the faces of nobody: one cell)."""
+    """Each face's current person as a number; the faces of nobody are split among centres drawn
+    from them, about FACES_PER_CELL faces each. A library whose faces are all unplaced (after a
+    backfill or a model change) would otherwise be one cell, every face compared with all."""
     numbers: dict[uuid.UUID | None, int] = {None: 0}
-    return np.array([numbers.setdefault(p, len(numbers)) for p in snapshot.persons], np.int64)
+    cells = np.array([numbers.setdefault(p, len(numbers)) for p in snapshot.persons], np.int64)
+    unplaced = np.flatnonzero(cells == 0)
+    if len(unplaced) >= 2 * FACES_PER_CELL:
+        drawn = np.random.default_rng(0).choice(
+            unplaced, len(unplaced) // FACES_PER_CELL, replace=False
+        )
+        nearest = _nearest(snapshot.vectors[unplaced], snapshot.vectors[drawn])
+        cells[unplaced] = len(numbers) + nearest
+    return cells
 
 
 class SnapshotGrouping:
