@@ -49,11 +49,11 @@ from photoembed.seeding import SeededLibrary, seed_libraries
 
 
 def tenant_sizes(photos: int, libraries: int, largest: int, seed: int = 5) -> list[int]:
-    """One library of `largest` photos, one of 20,000 (at most a fifth of the rest), and the
-    rest drawn from a power law (density ~ size^-2) between 10 and that, scaled to add up."""
+    """One library of `largest` photos, one of 20,000 (at most half of the rest), and the rest
+    drawn from a power law (density ~ size^-2) between 10 and that, scaled to add up."""
     if libraries == 1:
         return [photos]
-    top = min(20_000, (photos - largest) // 5)
+    top = min(20_000, (photos - largest) // 2)
     rest = photos - largest - top
     u = np.random.default_rng(seed).random(libraries - 2)
     draws = 1 / (1 / 10 - u * (1 / 10 - 1 / top))

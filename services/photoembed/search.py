@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from photoembed.logging import get_logger
 from photoembed.metrics import EXACT_RECHECKS
 from photoembed.models import FACE_DIMS, SUPPORTED_DIMS, PhotoStatus
-from photoembed.vectors import EXACT_SCAN_MAX, ranks_exactly, vector_literal
+from photoembed.vectors import plan_for_this_library, ranks_exactly, vector_literal
 
 log = get_logger(__name__)
 
@@ -76,12 +76,12 @@ CANDIDATES_PER_ROW = 2
 
 @dataclass(frozen=True)
 class ScanSettings:
-    """How the scans of one search run: a library of at most `exact_max` vectors ranked exactly;
-    a larger one through the HNSW index with `ef_search` candidates at least (twice the rows
+    """How the scans of one search run: a small library ranked exactly (at most `exact_max`
+    vectors, or `vectors.ranks_exactly`'s bound); a larger one through the HNSW index with `ef_search` candidates at least (twice the rows
     asked for when that is more), iterative scans until enough rows pass the filters."""
 
     ef_search: int = DEFAULT_EF_SEARCH
-    exact_max: int = EXACT_SCAN_MAX
+    exact_max: int | None = None  # None: `vectors.ranks_exactly`'s bound for the table's size
 
     @classmethod
     def configured(cls, ef_search: int) -> ScanSettings:
@@ -95,6 +95,7 @@ class ScanSettings:
         return replace(self, ef_search=min(MAX_EF_SEARCH, 4 * self.ef_search))
 
     def apply(self, session: Session, rows: int) -> None:
+        plan_for_this_library(session)
         session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
         ef_search = min(MAX_EF_SEARCH, max(int(self.ef_search), 2 * rows))
         session.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
@@ -325,51 +326,59 @@ def search_by_face(
 ) -> list[SearchHit]:
     """The library's READY photos ranked by their face nearest (L2) to any of the query's faces;
     each photo once, with that face, its distance and the cosine similarity of the two vectors.
-    Every query face is searched in one statement: through the HNSW index for a library that
-    holds a good share of it, exactly for a small library or a person's photos."""
+
+    In one statement either way: a small library (or a person's photos) is read once, each face
+    against every query face; a large one walks the HNSW index once per query face (a lateral
+    join), the nearest 3 x `limit` + 20 faces each, several faces of a photo may come first."""
     if query.dim not in FACE_DIMS:
         raise ValueError(f"{query.dim}-d face vectors have no index (supported: {FACE_DIMS})")
     dim = query.dim
-    per_face = 3 * limit + 20  # several faces of one photo may come first
-    if person_id is not None or ranks_exactly(
-        session, "faces", library_id, query.model, dim, scan.exact_max
-    ):
-        distance = "f.vector <-> q.vector"
-    else:
-        distance = f"(f.vector::vector({dim})) <-> q.vector"
-        scan.apply(session, per_face)
-    cosine = f"(f.vector::vector({dim})) <=> q.vector"
-    # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
-    statement = text(
-        f"""
-        SELECT DISTINCT ON (near.id) near.*
-          FROM unnest(CAST(:queries AS vector({dim})[])) AS q(vector)
-         CROSS JOIN LATERAL (
-            SELECT f.id AS face_id, p.id, p.person_id, p.quality_score,
-                   {distance} AS distance, 1 - ({cosine}) AS similarity
+    queries = f"unnest(CAST(:queries AS vector({dim})[])) AS q(vector)"
+    eligible = f"""
               FROM {_rows("faces f", person_id)}
                AND f.dim = {dim} AND f.model = :model AND p.status = :ready
                AND (CAST(:min_quality AS double precision) IS NULL
-                    OR p.quality_score >= :min_quality)
-             ORDER BY {distance}
-             LIMIT :per_face
-         ) AS near
-         ORDER BY near.id, near.distance
-        """  # noqa: S608
-    )
+                    OR p.quality_score >= :min_quality)"""
+    # dim is one of FACE_DIMS (checked above); every value goes in as a bound parameter.
+    if person_id is not None or ranks_exactly(
+        session, "faces", library_id, query.model, dim, scan.exact_max
+    ):
+        nearest = f"""
+            SELECT DISTINCT ON (e.id) e.face_id, e.id, e.person_id, e.quality_score,
+                   best.distance, 1 - best.cosine AS similarity
+              FROM (SELECT f.id AS face_id, f.vector, p.id, p.person_id, p.quality_score
+                    {eligible}) AS e
+             CROSS JOIN LATERAL (
+                SELECT e.vector <-> q.vector AS distance, e.vector <=> q.vector AS cosine
+                  FROM {queries} ORDER BY 1 LIMIT 1) AS best
+             ORDER BY e.id, best.distance"""  # noqa: S608
+    else:
+        scan.apply(session, 3 * limit + 20)
+        index_distance = f"(f.vector::vector({dim})) <-> q.vector"
+        nearest = f"""
+            SELECT DISTINCT ON (near.id) near.* FROM {queries}
+             CROSS JOIN LATERAL (
+                SELECT f.id AS face_id, p.id, p.person_id, p.quality_score,
+                       {index_distance} AS distance,
+                       1 - ((f.vector::vector({dim})) <=> q.vector) AS similarity
+                {eligible}
+                 ORDER BY {index_distance}
+                 LIMIT 3 * :limit + 20
+             ) AS near
+             ORDER BY near.id, near.distance"""  # noqa: S608
     rows = session.execute(
-        statement,
+        text(f"SELECT * FROM ({nearest}) AS per_photo ORDER BY distance, id LIMIT :limit"),  # noqa: S608
         {
             "queries": "{" + ",".join(f'"{vector_literal(v)}"' for v in query.vectors) + "}",
             "library": library_id,
             "model": query.model,
             "min_quality": min_quality,
             "person": person_id,
-            "per_face": per_face,
+            "limit": limit,
             "ready": PhotoStatus.READY.value,
         },
     ).all()
-    hits = [
+    return [
         SearchHit(
             row.id,
             row.person_id,
@@ -380,4 +389,3 @@ def search_by_face(
         )
         for row in rows
     ]
-    return sorted(hits, key=lambda hit: (hit.face_distance or 0.0, hit.photo_id))[:limit]

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from photoembed.logging import get_logger
 from photoembed.models import Assignment, Face, Person, Photo
-from photoembed.vectors import ranks_exactly, vector_literal
+from photoembed.vectors import plan_for_this_library, ranks_exactly, vector_literal
 
 log = get_logger(__name__)
 
@@ -193,6 +193,7 @@ class DatabaseGrouping:
             distance = "f.vector <-> CAST(:q AS vector)"  # no index serves it: every face ranked
         else:
             distance = f"(f.vector::vector({dim})) <-> CAST(:q AS vector({dim}))"
+            plan_for_this_library(self.session)
             # the filters run after the index scan; iterative scans keep going until enough pass
             self.session.execute(text("SET LOCAL hnsw.iterative_scan = 'relaxed_order'"))
             self.session.execute(text(f"SET LOCAL hnsw.ef_search = {2 * NEIGHBOURS}"))
