@@ -503,6 +503,36 @@ def test_a_key_may_do_what_its_scope_allows_and_gets_403_naming_the_scope_otherw
         assert client.get("/metrics").status_code == 403
 
 
+def test_the_openapi_schema_names_the_scope_of_every_route_it_checks(stack):
+    _, operator, _ = stack
+    schema = operator.get("/openapi.json").json()
+    named = {
+        (method.upper(), path): operation.get("x-scope")
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    parameters = {"{photo}": "{photo_id}", "{person}": "{person_id}", "{face}": "{face_id}",
+                  "{library}": "{library_id}"}  # fmt: skip
+    for method, path, _, needs in ROUTES:
+        for ours, theirs in parameters.items():
+            path = path.replace(ours, theirs)
+        if "{missing}" in path:
+            path = path.replace("{missing}", "{" + _id_name(path) + "}")
+        assert named[(method, path)] == needs, (method, path)
+    assert (
+        named[("POST", "/libraries")]
+        == named[("GET", "/metrics")]
+        == "admin (of the default library)"
+    )
+    assert named[("GET", "/healthz")] is None and named[("GET", "/me")] is None
+
+
+def _id_name(path: str) -> str:
+    return {"photos": "photo_id", "persons": "person_id", "faces": "face_id", "keys": "key_id"}[
+        path.split("/")[1]
+    ]
+
+
 def test_revoked_and_expired_keys_are_refused_by_every_api_process_within_seconds(
     tenants, stack, start_service
 ):

@@ -423,11 +423,11 @@ def count_missing_vectors(session: Session, model: str, all_statuses: bool) -> i
 def photos_missing_vectors(
     session: Session, model: str, all_statuses: bool, skip: list[uuid.UUID], limit: int
 ) -> list[tuple[uuid.UUID, str]]:
-    """The oldest photos without a vector of `model`: (id, storage key)."""
+    """Photos without a vector of `model`, a library at a time, oldest first: (id, storage key)."""
     rows = session.execute(
         select(Photo.id, Photo.storage_key)
         .where(_missing_vector(model, all_statuses, skip))
-        .order_by(Photo.created_at, Photo.id)
+        .order_by(Photo.library_id, Photo.created_at, Photo.id)
         .limit(limit)
     ).all()
     return [(row.id, row.storage_key) for row in rows]

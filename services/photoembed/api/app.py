@@ -7,15 +7,18 @@ worked out in a child process at startup (`api.active_model`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from photoembed.api.active_model import ActiveModel
-from photoembed.api.auth import KeyResolver
+from photoembed.api.auth import KeyResolver, RequiresScope, route_scope
 from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
@@ -71,16 +74,51 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(RequestLatency)
 
-    app.include_router(health.router)
-    app.include_router(photos.router)
-    app.include_router(persons.router)
-    app.include_router(faces.router)
-    app.include_router(search.router)
-    app.include_router(libraries.router)
-    app.include_router(metrics.router)
-    app.include_router(ui.router)
+    routers = [
+        health.router,
+        photos.router,
+        persons.router,
+        faces.router,
+        search.router,
+        libraries.router,
+        metrics.router,
+        ui.router,
+    ]
+    for router in routers:
+        app.include_router(router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")
+    app.openapi = _openapi_with_scopes(app, routers)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_scopes(app: FastAPI, routers: list[APIRouter]) -> Callable[[], dict[str, Any]]:
+    """FastAPI's schema, with the scope each operation needs (`x-scope`, and said first in its
+    description)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            for router in routers:
+                for route in router.routes:
+                    if isinstance(route, APIRoute):
+                        needed = route_scope(route.dependant, router.dependencies)
+                        if needed is not None:
+                            _say_scope(schema["paths"][route.path_format], route, needed)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def _say_scope(path: dict[str, Any], route: APIRoute, needed: RequiresScope) -> None:
+    for method in route.methods or ():
+        operation = path[method.lower()]
+        operation["x-scope"] = needed.described
+        operation["description"] = (
+            f"Scope: `{needed.described}`.\n\n{operation.get('description', '')}"
+        )
 
 
 def create_app_from_env() -> FastAPI:

@@ -18,14 +18,15 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
@@ -168,35 +169,52 @@ def _valid(holder: KeyHolder | None) -> Caller:
 AnyCaller = Annotated[Caller, Depends(get_caller)]
 
 
-def requires(scope: Scope) -> Callable[[Caller], Awaitable[Caller]]:
-    """A dependency: the caller, if its key has `scope`; 403 naming the scope otherwise."""
+@dataclass(frozen=True)
+class RequiresScope:
+    """A dependency: the caller, if its key has `scope`; 403 naming the scope otherwise. With
+    `operator`, also an admin of the default library (what concerns every library: making
+    libraries, the deployment's metrics). The OpenAPI schema names each route's (`x-scope`)."""
 
-    async def caller_with_scope(caller: AnyCaller) -> Caller:
-        if scope not in caller.scopes:
+    scope: Scope
+    operator: bool = False
+
+    async def __call__(self, caller: AnyCaller) -> Caller:
+        if self.scope not in caller.scopes:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=f"this API key lacks the '{scope}' scope "
+                detail=f"this API key lacks the '{self.scope}' scope "
                 f"(it has: {', '.join(sorted(caller.scopes)) or 'none'})",
+            )
+        if self.operator and not caller.is_operator:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail="this needs an admin key of the 'default' library (or one of API_KEYS); "
+                "an admin key of another library administers only that library's keys",
             )
         return caller
 
-    return caller_with_scope
+    @property
+    def described(self) -> str:
+        return f"{self.scope} (of the default library)" if self.operator else str(self.scope)
 
 
-async def operator(caller: Annotated[Caller, Depends(requires(Scope.ADMIN))]) -> Caller:
-    """An admin of the default library: what concerns every library (creating libraries, the
-    deployment's metrics) needs one."""
-    if not caller.is_operator:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="this needs an admin key of the 'default' library (or one of API_KEYS); "
-            "an admin key of another library administers only that library's keys",
-        )
-    return caller
-
-
-ReadCaller = Annotated[Caller, Depends(requires(Scope.READ))]
-UploadCaller = Annotated[Caller, Depends(requires(Scope.UPLOAD))]
-ManageCaller = Annotated[Caller, Depends(requires(Scope.MANAGE))]
-AdminCaller = Annotated[Caller, Depends(requires(Scope.ADMIN))]
+operator = RequiresScope(Scope.ADMIN, operator=True)
+ReadCaller = Annotated[Caller, Depends(RequiresScope(Scope.READ))]
+UploadCaller = Annotated[Caller, Depends(RequiresScope(Scope.UPLOAD))]
+ManageCaller = Annotated[Caller, Depends(RequiresScope(Scope.MANAGE))]
+AdminCaller = Annotated[Caller, Depends(RequiresScope(Scope.ADMIN))]
 OperatorCaller = Annotated[Caller, Depends(operator)]
+
+
+def route_scope(dependant: Dependant, extra: Sequence[Any] = ()) -> RequiresScope | None:
+    """The scope a route needs, among its dependencies (and `extra`, its router's)."""
+    for depends in extra:
+        if isinstance(depends.dependency, RequiresScope):
+            return depends.dependency
+    waiting = [dependant]
+    while waiting:
+        dependant = waiting.pop()
+        if isinstance(dependant.call, RequiresScope):
+            return dependant.call
+        waiting.extend(dependant.dependencies)
+    return None

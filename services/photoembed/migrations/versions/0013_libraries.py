@@ -56,6 +56,9 @@ NEW_INDEXES = (
 )
 # replaced by the library's own (above); built again by the downgrade
 OLD_INDEXES = (
+    # a library's newest photos would be looked for among everybody's (the default library's
+    # photos are all older than a new library's)
+    ("ix_photos_created_id", "INDEX {name} ON photos (created_at, id)"),
     ("ix_photos_status_created_id", "INDEX {name} ON photos (status, created_at, id)"),
     ("ix_persons_name_id", "INDEX {name} ON persons (name, id)"),
     ("ix_faces_model", "INDEX {name} ON faces (model)"),
