@@ -47,9 +47,11 @@ import psutil
 import psycopg
 from PIL import Image
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 REPO = Path(__file__).resolve().parents[1]
 
+import events_cost  # noqa: E402  (bench/events_cost.py, beside this script)
 import importing  # noqa: E402  (bench/importing.py, beside this script)
 
 from photoembed.cli.database import migrate  # noqa: E402
@@ -72,6 +74,7 @@ from photoembed.faces.dlib_model import DlibFaceModel  # noqa: E402
 from photoembed.images import DecodeLimits, load_rgb, read_jpeg_header  # noqa: E402
 from photoembed.samples import encode, library_tree, make_photo  # noqa: E402
 from photoembed.sizing import plan_sizing, resolve  # noqa: E402
+from photoembed.webhooks.secrets import new_encryption_key  # noqa: E402
 
 API_KEY = "bench-key"
 # What phones and cameras upload: (width, height, format, count per set).
@@ -917,6 +920,64 @@ def print_import(result: dict[str, Any]) -> None:
 # --- the two runs -------------------------------------------------------------------------------
 
 
+def webhook_cost(stack: Stack, photos: list[Path], rounds: int = 2) -> dict[str, Any]:
+    """A backlog drained with no webhook and with one (bench/events_cost.py), alternating."""
+    result: dict[str, Any] = {}
+    key = SecretStr(new_encryption_key())
+    for _round, hooked in itertools.product(range(rounds), (False, True)):
+        settings = stack.settings(encryption_key=key, webhook_allow_private=True)
+        receiver = events_cost.Arrivals()
+        with ExitStack() as running:
+            running.callback(receiver.close)
+            start_api(stack, settings, "api-events", running)
+            client = client_for(settings)
+            if hooked:
+                made = client.post(
+                    "/webhooks",
+                    json={"url": f"http://127.0.0.1:{receiver.port}/", "events": ["photo.ready"]},
+                )
+                made.raise_for_status()
+            ids, _ = upload_all(client, photos, clients=16)
+            worker = stack.start("worker", settings, "worker-events")
+            running.callback(worker.stop)
+            worker.wait_for_log("Worker process is ready", timeout=300)
+            ready = wait_ready(settings, ids, timeout=1800)
+            if hooked:
+                deadline = time.monotonic() + 300
+                while set(ids) - set(receiver.at) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                events_pid = events_cost.events_process(worker.process.pid if worker.process else 0)
+                events_cpu = cpu_seconds(events_pid) if events_pid else float("nan")
+            if hooked:
+                client.delete(f"/webhooks/{made.json()['id']}")
+        times = sorted(at for at, _ in ready)
+        ready_at = events_cost.ready_times(settings.database_url, ids)
+        drain = (len(times) - 1) / max(1e-9, times[-1] - times[0])
+        side = "with_webhook" if hooked else "without_webhook"
+        result.setdefault(f"{side}_rounds", []).append(round(drain, 2))
+        if drain < result.get(side, {}).get("drain_photos_per_s", 0.0):
+            continue
+        result[side] = {"drain_photos_per_s": drain}
+        if hooked:
+            late = [receiver.at[p] - ready_at[p] for p in ids if p in receiver.at and p in ready_at]
+            result[side].update(
+                {
+                    "delivered": len(late),
+                    "ready_to_receiver_s": {
+                        "p50": round(percentile(late, 50), 2),
+                        "p95": round(percentile(late, 95), 2),
+                    },
+                    "events_process_cpu_ms_per_photo": round(1000 * events_cpu / len(ids), 2),
+                }
+            )
+    result["with_vs_without"] = (
+        result["with_webhook"]["drain_photos_per_s"]
+        / result["without_webhook"]["drain_photos_per_s"]
+    )
+    result["outbox_write_us"] = round(events_cost.outbox_write_us(stack.database_url), 1)
+    return result
+
+
 def run_cpu(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     import torch
 
@@ -1151,6 +1212,8 @@ def main() -> int:
                 cost["faces_on"]["drain_photos_per_s"] / results["naive_photos_per_s"]
             )
             results["import"] = run_import_bench(args, stack)
+            photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
+            results["events"] = webhook_cost(stack, photos)
     results["run"] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
@@ -1166,6 +1229,8 @@ def main() -> int:
         print_faces(results["faces"])
     if "import" in results:
         print_import(results["import"])
+    if "events" in results:
+        events_cost.print_events(results["events"])
     if not gpu and not args.faces_only and not args.import_only:
         service = results["service"]
         print(

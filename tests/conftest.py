@@ -23,6 +23,7 @@ import redis
 from photoembed.cli.database import migrate
 from photoembed.config import Settings
 from photoembed.devstack import LocalPostgres, LocalRedis, free_port
+from photoembed.webhooks.secrets import new_encryption_key
 from tests.helpers import (
     ServiceProcess,
     random_weights,
@@ -33,6 +34,7 @@ from tests.helpers import (
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_API_KEY = "test-key-1"
+ENCRYPTION_KEY = new_encryption_key()
 BUCKET = "photoembed-test"
 # what the moto server accepts (any credentials), for boto3 in this process and in children
 S3_CREDENTIALS = {
@@ -100,6 +102,10 @@ def stack_settings(
         selfcheck_reference_dir=folder / "references",
         queue_name=f"photos-{uuid.uuid4().hex[:8]}",
         face_queue_name=f"faces-{uuid.uuid4().hex[:8]}",
+        webhook_queue_name=f"webhooks-{uuid.uuid4().hex[:8]}",
+        encryption_key=ENCRYPTION_KEY,
+        # the tests' receivers listen on loopback
+        webhook_allow_private=True,
         # the face stage's own tests (and the kill -9 one) turn it on; elsewhere it would only
         # spend the CPU the tests of the CLIP stage measure
         faces_enabled=False,

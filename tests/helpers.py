@@ -92,3 +92,38 @@ def make_person_photo(person: int, variant: int, size: tuple[int, int] = (480, 6
     draw.pieslice([cx - head, top - 6, cx + head, top + int(1.2 * head)], 180, 360, fill=hair)
     pixels = np.asarray(image, dtype=np.float64) + shot.normal(0, 5, size=(height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def new_library(operator: httpx.Client, name: str, scopes: list[str]) -> tuple[str, str]:
+    """A library made with the operator's key, and a key of it with `scopes`: (id, secret)."""
+    made = operator.post("/libraries", json={"name": name})
+    assert made.status_code == 201, made.text
+    library_id = str(made.json()["id"])
+    key = operator.post(f"/libraries/{library_id}/keys", json={"scopes": scopes})
+    assert key.status_code == 201, key.text
+    return library_id, str(key.json()["key"])
+
+
+def client_with_key(base_url: str, key: str, timeout: float = 60) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+    )
+
+
+def png_the_worker_cannot_decode(seed: int) -> bytes:
+    """A PNG whose chunks and checksums are sound (the API takes it) but whose pixel data is not
+    (the worker fails it): every IDAT byte flipped, its CRC made again."""
+    import struct
+    import zlib
+
+    data = encode(make_photo(seed, (320, 240)), "PNG")
+    out, at = bytearray(data[:8]), 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"IDAT":
+            body = bytes(byte ^ 0x5A for byte in body)
+        out += struct.pack(">I", len(body)) + kind + body
+        out += struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        at += 12 + length
+    return bytes(out)

@@ -3,6 +3,7 @@ search, see the grid. Screenshots go to test-artifacts/ (desktop and phone width
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.helpers import encode, make_person_photo, make_photo, wait_until
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+PHOTO_URL = re.compile(r"/photos/[0-9a-f-]{36}$")  # one photo's status
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -470,3 +472,54 @@ def test_the_page_shows_the_keys_library_and_only_what_its_scopes_allow(api, bro
     page.wait_for_selector("#photos .card")
     assert page.locator("#drop-zone").is_visible()
     assert page.locator("#photos .card button.delete-photo").is_visible()
+
+
+def test_a_hundred_uploads_turn_ready_on_the_page_over_one_event_stream(
+    settings, api, start_service, browser, tmp_path
+):
+    # given a worker, and a page that counts the requests it makes
+    worker = start_service("worker", settings)
+    worker.wait_for_log("selfcheck.passed", timeout=240)
+    files = []
+    for n in range(100):
+        path = tmp_path / f"upload-{n:03d}.jpg"
+        path.write_bytes(encode(make_photo(3000 + n, (320, 240))))
+        files.append(str(path))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda request: requests.append((request.method, request.url)))
+    page.goto(str(api.base_url) + "/")
+    page.fill("#key-input", TEST_API_KEY)
+    page.click("#key-form button")
+    page.wait_for_selector("#app:not([hidden])")
+
+    # when 100 photos are uploaded at once
+    page.set_input_files("#file-input", files)
+    page.wait_for_function(
+        "document.querySelectorAll('#uploads li[data-status=READY]').length === 100",
+        timeout=300_000,
+    )
+    # then the page listed them, and every card shown is READY with its picture
+    page.wait_for_function(
+        "[...document.querySelectorAll('#photos .card')].filter(c => c.dataset.status === 'READY'"
+        " && c.querySelector('img')?.src.startsWith('blob:')).length >= 48",
+        timeout=60_000,
+    )
+    cards = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#photos .card')]"
+        ".map(c => [c.dataset.photoId, c.dataset.status]))"
+    )
+    rows = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#uploads li')]"
+        ".map(r => [r.dataset.photoId, r.dataset.status]))"
+    )
+    assert len(rows) == 100 and set(rows.values()) == {"READY"}
+    shown = set(cards) & set(rows)
+    assert len(shown) >= 48
+    assert all(cards[photo] == rows[photo] == "READY" for photo in shown)
+    # and it learned all of that from one event stream, never asking about a photo
+    streams = [url for method, url in requests if url.endswith("/events")]
+    polled = [url for method, url in requests if method == "GET" and PHOTO_URL.search(url)]
+    assert len(streams) == 1, streams
+    assert polled == [], polled[:5]
+    page.screenshot(path=str(ARTIFACTS / "hundred-uploads.png"), full_page=False)

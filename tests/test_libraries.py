@@ -112,6 +112,7 @@ class Tenant:
     grouped: str = ""  # the person the grouping made of the three faces
     face: str = ""  # a face of the shared photo
     only: str = ""  # a photo no other library has
+    webhook: str = ""
 
     def photo_ids(self) -> set[str]:
         return {self.shared, *self.hopper, self.named_photo}
@@ -153,6 +154,8 @@ def tenants(stack) -> Iterator[dict[str, Tenant]]:
         assert len(grouped) == 1 and grouped[0]["face_count"] == 3, persons
         tenant.grouped = grouped[0]["id"]
         tenant.face = tenant.client.get(f"/photos/{tenant.shared}/faces").json()["items"][0]["id"]
+        hook = {"url": "http://127.0.0.1:9/hook", "events": ["photo.ready"]}
+        tenant.webhook = tenant.client.post("/webhooks", json=hook).json()["id"]
     _done(made["south"].client, made["south"].only)
     yield made
     for tenant in made.values():
@@ -168,10 +171,11 @@ class Ids:
     named: str
     grouped: str
     library_id: str
+    webhook: str
 
     @classmethod
     def nobodys(cls) -> Ids:
-        return cls(*(str(uuid.uuid4()) for _ in range(5)))
+        return cls(*(str(uuid.uuid4()) for _ in range(6)))
 
 
 def _requests(me: Tenant, other: Ids) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -219,6 +223,14 @@ def _requests(me: Tenant, other: Ids) -> list[tuple[str, str, str, dict[str, Any
                 "data": {"person_id": other.named},
             },
         ),
+        ("DELETE", f"/webhooks/{other.webhook}", other.webhook, {}),
+        ("GET", f"/webhooks/{other.webhook}/deliveries", other.webhook, {}),
+        (
+            "POST",
+            f"/webhooks/{other.webhook}/replay",
+            other.webhook,
+            {"json": {"since": "2026-01-01T00:00:00Z"}},
+        ),
         ("GET", f"/libraries/{other.library_id}/keys", other.library_id, {}),
         (
             "POST",
@@ -233,7 +245,9 @@ def test_every_route_answers_404_for_another_librarys_ids_as_for_unknown_ones(te
     north, south = tenants["north"], tenants["south"]
     before = {t.name: _state(t) for t in (north, south)}
     for me, other in ((north, south), (south, north)):
-        theirs = Ids(other.shared, other.face, other.named, other.grouped, other.library_id)
+        theirs = Ids(
+            other.shared, other.face, other.named, other.grouped, other.library_id, other.webhook
+        )
         nobodys = Ids.nobodys()
         for (method, path, foreign, keywords), (
             _,
@@ -264,6 +278,7 @@ def _state(tenant: Tenant) -> dict[str, Any]:
             for f in client.get(f"/photos/{tenant.shared}/faces").json()["items"]
         ],
         "keys": len(client.get(f"/libraries/{tenant.library_id}/keys").json()["items"]),
+        "webhooks": client.get("/webhooks").json()["items"],
     }
 
 
@@ -454,6 +469,16 @@ ROUTES: list[tuple[str, str, dict[str, Any], str]] = [
     ("GET", "/libraries/{library}/keys", {}, "admin"),
     ("POST", "/libraries/{library}/keys", {"json": {"scopes": ["read"]}}, "admin"),
     ("DELETE", "/keys/{missing}", {}, "admin"),
+    ("GET", "/webhooks", {}, "manage"),
+    (
+        "POST",
+        "/webhooks",
+        {"json": {"url": "http://127.0.0.1:9/hook", "events": ["photo.ready"]}},
+        "manage",
+    ),
+    ("DELETE", "/webhooks/{missing}", {}, "manage"),
+    ("GET", "/webhooks/{missing}/deliveries", {}, "manage"),
+    ("POST", "/webhooks/{missing}/replay", {"json": {"since": "2026-01-01T00:00:00Z"}}, "manage"),
 ]
 
 
@@ -528,9 +553,8 @@ def test_the_openapi_schema_names_the_scope_of_every_route_it_checks(stack):
 
 
 def _id_name(path: str) -> str:
-    return {"photos": "photo_id", "persons": "person_id", "faces": "face_id", "keys": "key_id"}[
-        path.split("/")[1]
-    ]
+    names = {"photos": "photo_id", "persons": "person_id", "faces": "face_id", "keys": "key_id"}
+    return names.get(path.split("/")[1], "webhook_id")
 
 
 def test_revoked_and_expired_keys_are_refused_by_every_api_process_within_seconds(

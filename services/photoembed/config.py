@@ -89,7 +89,19 @@ class Settings(BaseSettings):
     face_yield_seconds: int = 300
     # set by `photoembed worker` for each group of processes it starts: which queues a process
     # consumes and which models its boot checks load
-    worker_role: Literal["all", "photos", "faces"] = "all"
+    worker_role: Literal["all", "photos", "faces", "events"] = "all"
+
+    # events and webhooks (README "Events and webhooks")
+    encryption_key: SecretStr = SecretStr("")
+    events_retention_days: int = Field(default=7, ge=1)
+    webhook_queue_name: str = "webhooks"
+    webhook_worker_threads: int = Field(default=8, ge=1)
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    webhook_retry_hours: int = Field(default=25, ge=24)
+    webhook_disable_after_hours: int = Field(default=24, ge=1)
+    webhook_poll_ms: int = Field(default=500, ge=50)
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9191

@@ -105,6 +105,14 @@ FACE_YIELD_SECONDS = Histogram(
 )
 
 
+WEBHOOK_DELIVERIES = Counter(
+    "photoembed_webhook_sends_total",
+    "Webhook sends by outcome: delivered, retrying (a failed send, tried again later), gone (410: "
+    "the endpoint is disabled), gave_up (failed for WEBHOOK_RETRY_HOURS).",
+    ["outcome"],
+)
+
+
 @contextmanager
 def face_step(step: str) -> Iterator[None]:
     """Observe the calling thread's CPU time for one step of the face stage."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     ARRAY,
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Identity vectors of faces with their own HNSW index (migration 0008): dlib's ResNet (128),
@@ -243,3 +246,75 @@ class Face(Base):
     @property
     def box(self) -> list[int]:
         return [self.box_x, self.box_y, self.box_w, self.box_h]
+
+
+class EventType(enum.StrEnum):
+    """What an event reports (the `type` of a webhook body and of a stream message)."""
+
+    PHOTO_READY = "photo.ready"
+    PHOTO_FAILED = "photo.failed"
+    PHOTO_DELETED = "photo.deleted"
+    FACES_DONE = "faces.done"
+    FACES_FAILED = "faces.failed"
+    PERSON_UPDATED = "person.updated"
+
+
+class Event(Base):
+    """One change a library's customers are told about, written in the transaction that made the
+    change (a transactional outbox). `position` orders a library's events for the stream: given
+    once the event is committed, in the order events became visible (`events.sequence`)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class Webhook(Base):
+    """An endpoint of a library that events are sent to, signed with its secret (kept encrypted
+    with ENCRYPTION_KEY)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the first failure of the current run of failures; a day of them disables the endpoint
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "PENDING"  # due at next_attempt_at
+    SENDING = "SENDING"  # handed to the webhooks queue, claimed until its lease runs out
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"  # gave up (retried for WEBHOOK_RETRY_HOURS), or the endpoint went away
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: its attempts, the last answer, the next try."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id", name="deliveries_webhook_event"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from photoembed import repository
+from photoembed import events, repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces.grouping import drop_empty_unnamed, lock_grouping
@@ -24,7 +24,7 @@ from photoembed.faces.store import record_faces_message
 from photoembed.images import DecodeLimits, ImageInfo, inspect_image, load_rgb
 from photoembed.logging import get_logger
 from photoembed.metrics import STATUS_TRANSITIONS, UPLOADS
-from photoembed.models import Face, Photo, PhotoStatus, utcnow
+from photoembed.models import EventType, Face, Photo, PhotoStatus, utcnow
 from photoembed.queue import detect_faces_message, embed_photo_message
 from photoembed.storage import PhotoStorage, StagedFile, open_storage
 
@@ -175,6 +175,12 @@ def remove_photos(
         )
     )
     for photo in photos:
+        events.record(
+            session,
+            library_id,
+            EventType.PHOTO_DELETED,
+            {"photo_id": str(photo.id), "status": "DELETED"},
+        )
         session.delete(photo)
     session.flush()
     drop_empty_unnamed(session, library_id, persons)  # type: ignore[arg-type]

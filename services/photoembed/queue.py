@@ -15,6 +15,7 @@ from photoembed.config import Settings
 EMBED_PHOTO = "embed_photo"
 BACKFILL_PHOTO = "backfill_photo"
 DETECT_FACES = "detect_faces"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -61,3 +62,13 @@ def detect_faces_message(settings: Settings, photo_id: uuid.UUID) -> Message[Non
 def message_is_queued(broker: RedisBroker, queue_name: str, message_id: str) -> bool:
     """Whether Redis still holds the message (waiting, or taken by a worker and not yet acked)."""
     return bool(broker.client.hexists(f"{broker.namespace}:{queue_name}.msgs", message_id))
+
+
+def deliver_webhook_message(settings: Settings, delivery_id: uuid.UUID) -> Message[None]:
+    return Message(
+        queue_name=settings.webhook_queue_name,
+        actor_name=DELIVER_WEBHOOK,
+        args=(str(delivery_id),),
+        kwargs={},
+        options={},
+    )

@@ -23,6 +23,7 @@ from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
 from photoembed.api.routes import (
+    events,
     faces,
     health,
     libraries,
@@ -31,6 +32,7 @@ from photoembed.api.routes import (
     photos,
     search,
     ui,
+    webhooks,
 )
 from photoembed.api.routes.ui import STATIC_DIR
 from photoembed.config import Settings, get_settings
@@ -81,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
         faces.router,
         search.router,
         libraries.router,
+        webhooks.router,
+        events.router,
         metrics.router,
         ui.router,
     ]

@@ -8,7 +8,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from photoembed.libraries import check_library_name, parse_scopes
-from photoembed.models import Photo
+from photoembed.models import EventType, Photo
+from photoembed.webhooks.endpoints import event_types
 
 _PHOTO_ID = "0b3f6a52-4c1e-4d8e-9a51-2f6d1c7e9a10"
 _PERSON_ID = "5d2c9e1a-7b34-4f0e-8c61-9e0a3b4d2f77"
@@ -402,3 +403,80 @@ class CallerOut(BaseModel):
     key_id: uuid.UUID | None = Field(description="null for a key of API_KEYS")
     label: str | None
     expires_at: datetime | None
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1, max_length=2000, examples=["https://example.com/photoembed-hook"]
+    )
+    events: list[str] = Field(
+        min_length=1,
+        max_length=len(EventType),
+        description=f"Any of {', '.join(kind.value for kind in EventType)}",
+        examples=[["photo.ready", "photo.failed"]],
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, names: list[str]) -> list[str]:
+        return event_types(names)
+
+
+class WebhookOut(BaseModel):
+    """An endpoint as listed: never its secret."""
+
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    created_at: datetime
+    failing_since: datetime | None = Field(description="Every send has failed since then")
+    disabled_at: datetime | None = Field(
+        description="Nothing is sent while disabled (410 Gone, or a day of failures); "
+        "`POST /webhooks/{id}/replay` enables it again"
+    )
+    disabled_reason: str | None
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The signing secret (Standard Webhooks, whsec_...): in this answer only"
+    )
+
+
+class WebhookPage(BaseModel):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    event_id: uuid.UUID = Field(description="Also the `webhook-id` of every send of it")
+    event_type: str
+    status: str = Field(description="PENDING, SENDING, DELIVERED or FAILED (gave up)")
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="When it is tried next (PENDING)")
+    created_at: datetime
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: done")
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(
+        description="A time (ISO 8601 with a zone): the events at or after it; or an event id: "
+        "the events after it",
+        examples=["2026-12-07T10:00:00Z", "3f2c8f9e-6d1a-4c57-9b1e-2a7d5f4c8e11"],
+    )
+
+
+class ReplayOut(BaseModel):
+    queued: int = Field(description="Events queued for the endpoint again")

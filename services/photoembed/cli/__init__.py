@@ -20,6 +20,13 @@ def _print_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_secret_key(args: argparse.Namespace) -> int:
+    from photoembed.webhooks.secrets import new_encryption_key
+
+    print(new_encryption_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="photoembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "settings", help="print the settings table (name, type, default)"
     ).set_defaults(run=_print_settings)
+    commands.add_parser(
+        "secret-key", help="print a new ENCRYPTION_KEY (what webhook secrets are kept with)"
+    ).set_defaults(run=_print_secret_key)
     return parser
 
 

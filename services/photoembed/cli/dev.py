@@ -26,6 +26,17 @@ def _dev_api_key(home: Path) -> str:
     return key_file.read_text().strip()
 
 
+def _dev_encryption_key(home: Path) -> str:
+    """The key webhook secrets are kept encrypted with (`photoembed secret-key`), kept here."""
+    from photoembed.webhooks.secrets import new_encryption_key
+
+    key_file = home / "encryption-key"
+    if not key_file.is_file():
+        key_file.write_text(new_encryption_key() + "\n")
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
 def _dev_weights(env: dict[str, str], home: Path) -> None:
     """Use the configured weights when they are here; otherwise demo weights, said out loud."""
     from photoembed.clip.backends.openclip import plan_model
@@ -92,6 +103,9 @@ def run_dev(home: Path) -> int:
             STORAGE_DIR=env.get("STORAGE_DIR", str(home / "photos")),
             CLIP_CACHE_DIR=env.get("CLIP_CACHE_DIR", str(home / "models")),
             API_KEYS=env.get("API_KEYS") or _dev_api_key(home),
+            ENCRYPTION_KEY=env.get("ENCRYPTION_KEY") or _dev_encryption_key(home),
+            # a receiver on this machine (loopback) is what a developer tries webhooks with
+            WEBHOOK_ALLOW_PRIVATE=env.get("WEBHOOK_ALLOW_PRIVATE", "true"),
         )
         migrate(env["DATABASE_URL"])
         _dev_weights(env, home)

@@ -18,6 +18,7 @@ from photoembed.cli.common import configured_settings, log
 from photoembed.config import Settings
 
 MAX_FACE_PROCESSES = 8
+GRACEFUL_SHUTDOWN_S = 5
 
 
 def api_processes(settings: Settings) -> int:
@@ -38,6 +39,9 @@ def run_api(settings: Settings) -> None:
         "port": settings.api_port,
         "log_config": None,
         "access_log": False,
+        # an event stream (GET /events) never ends by itself: at a stop, give requests this
+        # long to finish, then close what is left (the browser reconnects to the next process)
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
     if processes == 1:
         from photoembed.api.app import create_app
@@ -74,10 +78,11 @@ class WorkerGroup:
     processes: int
     threads: int
     lowest_priority: bool
+    module: str = "photoembed.worker.actors"
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "dramatiq", "photoembed.worker.actors",
+            sys.executable, "-m", "dramatiq", self.module,
             "--processes", str(self.processes),
             "--threads", str(self.threads),
             "--queues", *self.queues,
@@ -96,14 +101,23 @@ def face_processes(settings: Settings) -> int:
 
 
 def worker_groups(settings: Settings) -> list[WorkerGroup]:
-    """The photos' processes, and with FACES_ENABLED the face stage's own: CLIP first, since a
-    photo's READY must never wait behind other photos' faces, and the face processes take the
-    CPU the photos leave (FACE_WORKER_PRIORITY)."""
+    """The photos' processes, with FACES_ENABLED the face stage's own, and one events process
+    (webhooks: no model, its own queue): CLIP first, since a photo's READY must never wait behind
+    other photos' faces, and the face processes take the CPU the photos leave
+    (FACE_WORKER_PRIORITY)."""
     photos = WorkerGroup(
         "photos", [settings.queue_name], settings.worker_processes, settings.worker_threads, False
     )
+    events = WorkerGroup(
+        "events",
+        [settings.webhook_queue_name],
+        1,
+        settings.webhook_worker_threads,
+        False,
+        module="photoembed.worker.event_actors",
+    )
     if not settings.faces_enabled:
-        return [photos]
+        return [photos, events]
     faces = WorkerGroup(
         "faces",
         [settings.face_queue_name],
@@ -111,7 +125,7 @@ def worker_groups(settings: Settings) -> list[WorkerGroup]:
         settings.face_worker_threads,
         settings.face_worker_priority == "idle",
     )
-    return [photos, faces]
+    return [photos, faces, events]
 
 
 def lowest_cpu_priority() -> None:
@@ -128,8 +142,9 @@ def check_connection_budget(settings: Settings) -> None:
     from photoembed.db import check_budget
 
     try:
-        # the face processes' pools are smaller: counted at the photos' size, an upper bound
-        extra = face_processes(settings) if settings.faces_enabled else 0
+        # the face processes' pools are smaller: counted at the photos' size, an upper bound;
+        # and the events process
+        extra = (face_processes(settings) if settings.faces_enabled else 0) + 1
         budget = check_budget(
             settings.database_url, settings.worker_processes + extra, settings.db_pool_size
         )

@@ -16,9 +16,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
+from photoembed import events
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces import store
@@ -34,7 +36,7 @@ from photoembed.metrics import (
     FACES_FOUND,
     face_step,
 )
-from photoembed.models import FacesStatus, Photo
+from photoembed.models import EventType, Face, FacesStatus, Photo
 from photoembed.repository import backlog
 from photoembed.storage import PhotoStorage
 from photoembed.worker.pipeline import (
@@ -56,6 +58,7 @@ def grouping_rules(settings: Settings, model: FaceModel) -> GroupingRules:
 def _fail(settings: Settings, photo_id: uuid.UUID, error: str, reason: str) -> str:
     with session_scope(settings.database_url) as session:
         if store.fail_faces(session, photo_id, error):
+            events.record_for_photos(session, EventType.FACES_FAILED, [photo_id])
             FACE_STAGE_OUTCOMES.labels(reason).inc()
     log.warning("faces.failed", reason=reason, error=error)
     return FacesStatus.FAILED
@@ -73,6 +76,15 @@ def _in_photo(faces: list[FoundFace], width: int, height: int) -> list[FoundFace
         if x1 > x0 and y1 > y0:
             clipped.append(replace(face, box=(x0, y0, x1 - x0, y1 - y0)))
     return sorted(clipped, key=lambda face: (face.box[0], face.box[1]))
+
+
+def faces_done(faces: list[Face]) -> dict[str, Any]:
+    """What `faces.done` says besides the photo: its faces, left to right, and whose each is."""
+    return {
+        "faces": [{"face_id": str(f.id), "person_id": str(f.person_id) if f.person_id else None}
+                  for f in faces],
+        "persons": sorted({str(f.person_id) for f in faces if f.person_id}),
+    }  # fmt: skip
 
 
 def yield_to_photos(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> float:
@@ -137,6 +149,9 @@ def process_faces(
                 photo = session.get(Photo, photo_id)
                 assert photo is not None
                 group_photo_faces(session, photo, rows, grouping_rules(settings, model))
+                events.record_for_photos(
+                    session, EventType.FACES_DONE, [photo_id], faces_done(rows)
+                )
     except ImageError as exc:
         return _fail(settings, photo_id, f"could not decode the photo: {exc}", "bad_input")
     except TRANSIENT_ERRORS as exc:

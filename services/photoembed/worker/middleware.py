@@ -12,6 +12,7 @@ from dramatiq.middleware import MiddlewareError
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 from photoembed.metrics import WORKER_READY
+from photoembed.queue import DELIVER_WEBHOOK
 from photoembed.sizing import plan_sizing
 from photoembed.worker.boot_checks import run_boot_checks
 from photoembed.worker.sweeper import SweeperThread
@@ -102,7 +103,8 @@ class MessageContext(dramatiq.Middleware):
         structlog.contextvars.clear_contextvars()
         context: dict[str, Any] = {"message_id": message.message_id, "actor": message.actor_name}
         if message.args:
-            context["photo_id"] = message.args[0]
+            subject = "delivery_id" if message.actor_name == DELIVER_WEBHOOK else "photo_id"
+            context[subject] = message.args[0]
         structlog.contextvars.bind_contextvars(**context)
 
     def after_process_message(

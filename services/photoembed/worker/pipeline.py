@@ -19,7 +19,7 @@ import structlog
 from dramatiq import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from photoembed import repository
+from photoembed import events, repository
 from photoembed.clip.batching import DeviceFailure
 from photoembed.clip.contract import ImageEmbedder
 from photoembed.config import Settings
@@ -27,7 +27,7 @@ from photoembed.db import session_scope
 from photoembed.images import ImageError
 from photoembed.logging import get_logger
 from photoembed.metrics import PHOTO_FAILURES, PHOTOS_EMBEDDED, STATUS_TRANSITIONS
-from photoembed.models import PhotoStatus
+from photoembed.models import EventType, PhotoStatus
 from photoembed.photos import decode_limits, decode_stored
 from photoembed.storage import PhotoBytesMissing, PhotoStorage, StorageUnavailable
 from photoembed.vectors import insert_embedding
@@ -92,6 +92,7 @@ def fail(
     try:
         with session_scope(database_url) as session:
             if repository.mark_failed(session, photo_id, error, from_status=PhotoStatus.PROCESSING):
+                events.record_for_photos(session, EventType.PHOTO_FAILED, [photo_id])
                 PHOTO_FAILURES.labels(reason).inc()
                 STATUS_TRANSITIONS.labels(PhotoStatus.FAILED).inc()
     finally:
@@ -135,6 +136,8 @@ def process_photo(
                 session, photo_id, embedded.vector.tolist(), embedder.load(), embedded.decode_mode
             )
             stored = repository.mark_ready(session, photo_id, embedded.quality, faces_message_id)
+            if stored:
+                events.record_for_photos(session, EventType.PHOTO_READY, [photo_id])
     except ImageError as exc:
         return fail(settings.database_url, photo_id, str(exc), "bad_input", level="warning")
     except TRANSIENT_ERRORS as exc:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from dramatiq.brokers.redis import RedisBroker
 
-from photoembed import repository
+from photoembed import events, repository
 from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.faces import store
 from photoembed.logging import get_logger
 from photoembed.metrics import PHOTO_FAILURES, STATUS_TRANSITIONS
-from photoembed.models import PhotoStatus
+from photoembed.models import EventType, PhotoStatus
 from photoembed.photos import send, send_for_faces
 from photoembed.queue import message_is_queued
 
@@ -44,6 +44,7 @@ class SweepResult:
 def sweep_once(settings: Settings, broker: RedisBroker) -> SweepResult:
     with session_scope(settings.database_url) as session:
         gave_up = repository.give_up_overdue(session, settings.give_up_after_seconds, BATCH)
+        events.record_for_photos(session, EventType.PHOTO_FAILED, gave_up)
         pending = repository.lost_pending(session, settings.sweep_pending_grace_seconds, BATCH)
         expired = repository.expired_leases(session, settings.claim_lease_seconds, BATCH)
         faces = store.lost_faces(

@@ -24,6 +24,7 @@ from photoembed.api.auth import operator
 from photoembed.api.readiness import probes
 from photoembed.config import Settings
 from photoembed.db import connection_usage, session_scope
+from photoembed.events import OutboxFigures, outbox_figures
 from photoembed.faces import store
 from photoembed.logging import get_logger
 from photoembed.storage import PhotoStorage
@@ -43,6 +44,7 @@ class _Reading:
     oldest_pending_s: dict[str, float] = field(default_factory=dict)  # by queue
     connections: tuple[int, int] | None = None  # (in use, max_connections)
     dead_letters: dict[str, int] | None = None  # by queue
+    outbox: OutboxFigures | None = None
 
 
 class OperationsCollector(Collector):
@@ -73,6 +75,7 @@ class OperationsCollector(Collector):
                     self.settings.queue_name: repository.oldest_pending_age_seconds(session),
                     self.settings.face_queue_name: store.oldest_faces_pending_age_seconds(session),
                 }
+                reading.outbox = outbox_figures(session)
             usage = connection_usage(self.settings.database_url)
             reading.connections = (usage.in_use, usage.max_connections)
         if reading.up["broker"]:
@@ -120,6 +123,26 @@ class OperationsCollector(Collector):
                 "The Postgres server's max_connections.",
                 value=reading.connections[1],
             )
+        if reading.outbox is not None:
+            yield GaugeMetricFamily(
+                "photoembed_events_outbox",
+                "Events kept in the outbox (EVENTS_RETENTION_DAYS) for the stream and replays.",
+                value=reading.outbox.events,
+            )
+            yield GaugeMetricFamily(
+                "photoembed_events_oldest_undelivered_age_seconds",
+                "Age of the oldest event an enabled webhook wants and has not had yet, 0 if none.",
+                value=reading.outbox.oldest_undelivered_s,
+            )
+            webhooks = GaugeMetricFamily(
+                "photoembed_webhooks",
+                "Webhook endpoints by state: active, failing (every send failed since "
+                "failing_since), disabled (410 Gone, or a day of failures: nothing is sent).",
+                labels=["state"],
+            )
+            for state, count in sorted(reading.outbox.webhooks.items()):
+                webhooks.add_metric([state], count)
+            yield webhooks
         if reading.dead_letters is not None:
             yield _per_queue(
                 "photoembed_dead_letters",

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select, update
 
-from photoembed import repository
+from photoembed import events, repository
 from photoembed.api.auth import ManageCaller, ReadCaller, UploadCaller
 from photoembed.api.deps import SessionDep, SettingsDep, StorageDep
 from photoembed.api.pagination import (
@@ -33,7 +33,7 @@ from photoembed.api.schemas import (
 from photoembed.faces.factory import rules_for
 from photoembed.faces.grouping import lock_grouping, place_chosen
 from photoembed.logging import get_logger
-from photoembed.models import Assignment, Face, Person, Photo
+from photoembed.models import Assignment, EventType, Face, Person, Photo
 from photoembed.photos import remove_photos
 
 log = get_logger(__name__)
@@ -139,6 +139,12 @@ def update_person(
         person.name = change.name
     if "note" in change.model_fields_set:
         person.note = change.note
+    events.record(
+        session,
+        caller.library_id,
+        EventType.PERSON_UPDATED,
+        {"person_id": str(person_id), "change": "renamed", "name": person.name},
+    )
     session.commit()
     log.info("person.updated", person_id=str(person_id))
     return persons_out(session, [person])[0]
@@ -187,6 +193,17 @@ def merge_persons(
     for source in sources:
         session.delete(source)
     session.flush()
+    events.record(
+        session,
+        library_id,
+        EventType.PERSON_UPDATED,
+        {
+            "person_id": str(person_id),
+            "change": "merged",
+            "name": target.name,
+            "merged_from": [str(i) for i in ids],
+        },
+    )
     moved = list(session.scalars(select(Face).where(Face.id.in_(moved_ids))))
     for model in {face.model for face in moved}:
         chosen = [face for face in moved if face.model == model]
@@ -221,5 +238,11 @@ def delete_person(
     )
     remove_photos(session, storage, library_id, photos)
     session.delete(person)
+    events.record(
+        session,
+        library_id,
+        EventType.PERSON_UPDATED,
+        {"person_id": str(person_id), "change": "deleted"},
+    )
     session.commit()
     log.info("person.deleted", person_id=str(person_id), photos=len(photos))

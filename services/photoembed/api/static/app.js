@@ -33,6 +33,7 @@ function showKeyPanel(message = "") {
   $("key-panel").hidden = false; $("app").hidden = true; $("forget-key").hidden = true;
   $("key-error").textContent = message;
   document.body.dataset.scopes = ""; $("library-name").textContent = "";
+  stopEvents();
 }
 
 function label(id) {
@@ -61,6 +62,7 @@ async function start() {
   $("key-panel").hidden = true; $("app").hidden = false; $("forget-key").hidden = false;
   $("limit-hint").textContent = `${limits.accepted_formats}, up to ${megabytes(limits.max_upload_bytes)} each`;
   if (!can("read")) { return; }
+  await followEvents();
   await loadPersons();
   await showPhotos();
 }
@@ -197,17 +199,109 @@ function showError(element, text) {
   error.textContent = text;
 }
 
-async function follow(element, id) {
-  for (;;) {
-    if (!element.isConnected && element.dataset.photoId) { return; } // a card no longer shown
-    const response = await api(`/photos/${id}`);
-    if (response.status === 403) { showError(element, "sent; this key cannot read its status"); return; }
-    if (!response.ok) { return; }
-    const photo = await response.json();
-    showStatus(element, photo);
-    if (photo.status === "READY" || photo.status === "FAILED") { return photo; }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+// Until READY or FAILED, from the library's event stream (no polling); resolves with the photo.
+function follow(element, id) {
+  if (!can("read")) { showError(element, "sent; this key cannot read its status"); return Promise.resolve(null); }
+  return new Promise((resolve) => {
+    const stop = watch(id, (photo) => {
+      if (!element.isConnected) { stop(); resolve(null); return; } // a card no longer shown
+      showStatus(element, photo);
+      const info = element.querySelector(".faces-info");
+      if (info) { info.textContent = facesText(photo); }
+      if (photo.status === "READY" || photo.status === "FAILED") { stop(); resolve(photo); }
+    });
+  });
+}
+
+// --- the library's events: one stream for every photo the page shows ------------------------------
+// GET /events (Server-Sent Events), read through fetch so that the key goes in a header. It is
+// resumed with Last-Event-ID after a break, so no change is missed; whatever shows a photo
+// watches it here instead of asking the server again and again.
+const watchers = new Map(); // photo id -> Set of callbacks
+const latest = new Map();   // photo id -> what the events said of it so far
+const LATEST_KEPT = 5000;
+let lastEventId = null;
+let stream = null;          // {controller, ready}
+let peopleChanged = null;
+
+// Calls `callback` with what the events say of the photo, now (if they said anything yet, on the
+// next tick: after the caller holds the returned stop function) and at every change.
+function watch(id, callback) {
+  if (!watchers.has(id)) { watchers.set(id, new Set()); }
+  watchers.get(id).add(callback);
+  if (latest.has(id)) { queueMicrotask(() => { if (watchers.get(id)?.has(callback)) { callback(latest.get(id)); } }); }
+  return () => { const set = watchers.get(id); if (set) { set.delete(callback); if (!set.size) { watchers.delete(id); } } };
+}
+
+function photoChanged(data) {
+  const photo = { ...(latest.get(data.photo_id) || {}), id: data.photo_id, ...data };
+  latest.delete(data.photo_id); latest.set(data.photo_id, photo);
+  if (latest.size > LATEST_KEPT) { latest.delete(latest.keys().next().value); }
+  for (const callback of [...(watchers.get(data.photo_id) || [])]) { callback(photo); }
+}
+
+function eventArrived(type, event) {
+  if (type === "photo.deleted") {
+    document.querySelectorAll(`.card[data-photo-id="${event.data.photo_id}"]`).forEach((card) => card.remove());
+  } else if (type.startsWith("photo.") || type.startsWith("faces.")) {
+    photoChanged(event.data);
   }
+  if (type === "person.updated" || type === "faces.done") {
+    // names and faces of people changed: the People panel is drawn again, once for a burst
+    clearTimeout(peopleChanged);
+    peopleChanged = setTimeout(() => loadPersons().catch(() => {}), 1500);
+  }
+}
+
+async function readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) { return; }
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let id = null, type = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id: ")) { id = line.slice(4); }
+        else if (line.startsWith("event: ")) { type = line.slice(7); }
+        else if (line.startsWith("data: ")) { data += line.slice(6); }
+      }
+      if (id) { lastEventId = id; }
+      if (data && type !== "gap") { eventArrived(type, JSON.parse(data)); }
+    }
+  }
+}
+
+// Starts the stream (once); resolves when it is connected, so that what the page lists next
+// cannot change unseen.
+function followEvents() {
+  if (stream) { return stream.ready; }
+  const controller = new AbortController();
+  let connected;
+  stream = { controller, ready: new Promise((resolve) => { connected = resolve; }) };
+  (async () => {
+    while (!controller.signal.aborted) {
+      try {
+        const headers = { Authorization: `Bearer ${apiKey()}`, Accept: "text/event-stream" };
+        if (lastEventId) { headers["Last-Event-ID"] = lastEventId; }
+        const response = await fetch("/events", { headers, signal: controller.signal });
+        connected();
+        if (response.status === 401 || response.status === 403) { return; }
+        if (response.ok) { await readEvents(response.body); }
+      } catch { /* a dropped connection: resumed below */ }
+      if (!controller.signal.aborted) { await new Promise((resolve) => setTimeout(resolve, 2000)); }
+    }
+  })();
+  return stream.ready;
+}
+
+function stopEvents() {
+  if (stream) { stream.controller.abort(); }
+  stream = null; lastEventId = null; latest.clear(); watchers.clear();
 }
 
 async function retryPhoto(element, id) {
@@ -308,8 +402,15 @@ function galleryItem(photo) {
   remove.addEventListener("click", () => deletePhoto(li, photo.id));
   li.append(open, caption, remove);
   showStatus(li, photo);
-  if (photo.status === "READY") { thumbnail(img, photo.thumbnail_url); }
-  else if (photo.status !== "FAILED") {
+  if (photo.status === "READY") {
+    thumbnail(img, photo.thumbnail_url);
+    if (photo.faces_status === "PENDING" || photo.faces_status === "PROCESSING") {
+      const stop = watch(photo.id, (now) => {
+        caption.querySelector(".faces-info").textContent = facesText(now);
+        if (now.faces_status === "DONE" || now.faces_status === "FAILED") { stop(); }
+      });
+    }
+  } else if (photo.status !== "FAILED") {
     follow(li, photo.id).then((done) => {
       if (done && done.status === "READY") { waiting.replaceWith(img); thumbnail(img, photo.thumbnail_url); }
       else if (done) { waiting.textContent = "no preview"; }
