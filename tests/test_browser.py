@@ -475,9 +475,12 @@ def test_the_page_shows_the_keys_library_and_only_what_its_scopes_allow(api, bro
 
 
 def test_a_hundred_uploads_turn_ready_on_the_page_over_one_event_stream(
-    settings, api, start_service, browser, tmp_path
+    settings, postgres, start_service, browser, tmp_path
 ):
-    # given a worker, and a page that counts the requests it makes
+    # given an API and a worker on a database of their own (a hundred photos more would change
+    # other tests' searches of the shared one), and a page that counts the requests it makes
+    settings = settings.model_copy(update={"database_url": new_database(postgres, "hundred")})
+    api = start_api(settings, start_service)
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed", timeout=240)
     files = []
@@ -523,3 +526,4 @@ def test_a_hundred_uploads_turn_ready_on_the_page_over_one_event_stream(
     assert len(streams) == 1, streams
     assert polled == [], polled[:5]
     page.screenshot(path=str(ARTIFACTS / "hundred-uploads.png"), full_page=False)
+    api.close()

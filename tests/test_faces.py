@@ -472,11 +472,12 @@ def test_the_grouping_ends_the_same_whichever_photos_came_first(
     )
     with start_api(settings, start_service) as api:
         start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
-        # the face stage runs in processes of its own that take only the CPU the photos leave
-        # (the API and `photoembed worker` itself carry WORKER_ROLE=all from the settings)
+        # the face stage runs in processes of its own that take only the CPU the photos leave,
+        # the events process (webhooks) at normal priority (the API and `photoembed worker`
+        # itself carry WORKER_ROLE=all from the settings)
         roles = _worker_roles(settings.face_queue_name)
         groups = {pid: role for pid, role in roles.items() if role != "all"}
-        assert set(groups.values()) == {"photos", "faces"}, roles
+        assert set(groups.values()) == {"photos", "faces", "events"}, roles
         for pid, role in groups.items():
             idle = os.sched_getscheduler(pid) == os.SCHED_IDLE
             assert idle == (role == "faces"), (pid, role)
