@@ -1184,6 +1184,7 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy the CPU worker (raw stacks)")
     parser.add_argument("--faces-only", action="store_true", help="only the face stage (CPU)")
     parser.add_argument("--import-only", action="store_true", help="only `photoembed import`")
+    parser.add_argument("--events-only", action="store_true", help="only events and webhooks")
     parser.add_argument("--import-photos", type=int, default=1000, help="photos to import")
     parser.add_argument("--import-large", type=int, default=10_000, help="files for memory")
     args = parser.parse_args()
@@ -1194,6 +1195,8 @@ def main() -> int:
         default_name = "faces-results.json"
     if args.import_only:
         default_name = "import-results.json"
+    if args.events_only:
+        default_name = "events-results.json"
     output = args.output or REPO / "bench" / default_name
 
     with tempfile.TemporaryDirectory(prefix="photoembed-bench-") as tmp, Stack(Path(tmp)) as stack:
@@ -1204,6 +1207,9 @@ def main() -> int:
             results = {"device": "cpu", "faces": run_faces(args, stack)}
         elif args.import_only:
             results = {"device": "cpu", "import": run_import_bench(args, stack)}
+        elif args.events_only:
+            photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, args.photos)
+            results = {"device": "cpu", "events": webhook_cost(stack, photos)}
         else:
             results = run_cpu(args, stack)
             results["faces"] = run_faces(args, stack)
@@ -1231,7 +1237,7 @@ def main() -> int:
         print_import(results["import"])
     if "events" in results:
         events_cost.print_events(results["events"])
-    if not gpu and not args.faces_only and not args.import_only:
+    if not gpu and not args.faces_only and not args.import_only and not args.events_only:
         service = results["service"]
         print(
             f"\nservice {service['photos_per_s']:.2f} photos/s = "
