@@ -3,7 +3,9 @@ Runtime), several processes serve one port, and their metrics add up."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -11,6 +13,7 @@ import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.mmap_dict import MmapedDict
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from photoembed.api.app import create_app
@@ -82,16 +85,37 @@ def test_several_api_processes_serve_one_port_and_their_metrics_add_up(
     assert service.process is not None
     wait_until(lambda: len(psutil.Process(service.process.pid).children()) >= 2, timeout=60)
 
-    for seed in range(12):  # a new connection each: the two processes share the uploads
+    # when uploads come, a new connection each, until both processes have taken some
+    metrics_dir = settings.worker_metrics_dir.with_name(
+        f"photoembed-api-metrics-{settings.api_port}"
+    )
+    sent = 0
+    while sent < 12 or len(_accepted_by_process(metrics_dir)) < 2:
+        assert sent < 200, f"one process took every upload: {_accepted_by_process(metrics_dir)}"
         response = httpx.post(
             f"{client.base_url}/photos",
-            files={"file": (f"{seed}.jpg", encode(make_photo(seed)))},
+            files={"file": (f"{sent}.jpg", encode(make_photo(sent)))},
             headers={"Authorization": f"Bearer {TEST_API_KEY}"},
         )
         assert response.status_code == 202, response.text
+        sent += 1
 
+    # then both served uploads, and /metrics (answered by either) adds up what both counted
+    served = _accepted_by_process(metrics_dir)
+    assert len(served) == 2 and min(served.values()) >= 1 and sum(served.values()) == sent
     metrics = client.get("/metrics").text
     accepted = re.search(
         r'^photoembed_uploads_total\{outcome="accepted"\} ([0-9.]+)$', metrics, re.M
     )
-    assert accepted is not None and float(accepted.group(1)) == 12
+    assert accepted is not None and float(accepted.group(1)) == sent
+
+
+def _accepted_by_process(metrics_dir: Path) -> dict[str, float]:
+    """Accepted uploads counted by each API process (its pid), from the files they share."""
+    counted = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _, name, labels, _ = json.loads(key)  # metric, sample name, labels, help
+            if name == "photoembed_uploads_total" and labels.get("outcome") == "accepted":
+                counted[path.stem.removeprefix("counter_")] = value
+    return {pid: value for pid, value in counted.items() if value > 0}

@@ -240,8 +240,11 @@ def test_worker_restart_mid_backlog_loses_nothing(stack: ComposeStack) -> None:
     # given a backlog the worker is working through
     ids = [stack.upload(100 + seed) for seed in range(24)]
     wait_until(lambda: "READY" in stack.statuses(ids).values(), timeout=300, interval=0.5)
-    # when the worker container is restarted before it has finished
-    stack.compose("restart", "worker")
+    # when the worker container is stopped before it has finished, and started again
+    stack.compose("stop", "worker")
+    at_stop = list(stack.statuses(ids).values())
+    assert at_stop.count("READY") < len(ids), "the backlog was done before the stop"
+    stack.compose("start", "worker")
     # then every photo still ends READY, with one vector each
     stack.wait_all_ready(ids)
     assert all(len(stack.vector(photo_id)) == 512 for photo_id in ids)

@@ -42,9 +42,9 @@ def test_api_keys_are_read_as_a_comma_separated_list(monkeypatch):
 def test_readme_configuration_table_is_the_generated_one():
     from photoembed.config import settings_table
 
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
-    end = readme.index("\n<!-- /settings-table -->")
-    assert readme[start:end] == settings_table(), (
-        "run `photoembed settings` and paste it into the README"
+    page = (REPO / "docs" / "configuration.md").read_text()
+    start = page.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
+    end = page.index("\n<!-- /settings-table -->")
+    assert page[start:end] == settings_table(), (
+        "run `photoembed settings` and paste it into docs/configuration.md"
     )

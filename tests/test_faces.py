@@ -298,6 +298,14 @@ def test_person_search_by_face_ranks_every_photo_of_the_person_above_every_other
     assert unknown.status_code == 404 and "face" in unknown.json()["detail"]
 
 
+def test_the_photo_quality_is_half_the_image_and_half_scaled_by_its_best_face():
+    # worked by hand: 0.8 x (0.5 + 0.5 x 0.5) = 0.6; no face: 0.8 x 0.5 = 0.4
+    assert photo_quality(0.8, 0.5) == 0.6
+    assert photo_quality(0.8, None) == 0.4
+    assert photo_quality(0.8, 1.0) == 0.8
+    assert photo_quality(0.123456, 0.5) == 0.0926  # 0.092592 to four places
+
+
 def test_the_photo_quality_counts_its_best_face(stack, people):
     settings, api, _ = stack
     url = settings.database_url.replace("postgresql+psycopg", "postgresql")
@@ -306,9 +314,15 @@ def test_the_photo_quality_counts_its_best_face(stack, people):
             "SELECT p.id, p.image_quality, p.quality_score, p.quality_version, max(f.quality) "
             "FROM photos p LEFT JOIN faces f ON f.photo_id = p.id GROUP BY p.id"
         ).fetchall()
+    with_faces = [row for row in rows if row[4] is not None]
+    assert with_faces and len(with_faces) < len(rows)  # both kinds are checked
     for photo_id, image_quality, quality_score, version, best in rows:
         assert version == 2, photo_id
-        assert quality_score == pytest.approx(photo_quality(image_quality, best), abs=1e-4)
+        # the rule, spelled out here rather than taken from the product
+        expected = image_quality * (0.5 + 0.5 * (best or 0.0))
+        assert quality_score == pytest.approx(expected, abs=1e-4), photo_id
+    # a face lifts the score above the image's own half
+    assert all(score > image / 2 + 1e-3 for _, image, score, _, best in with_faces if best > 0.01)
     api_photo = api.get(f"/photos/{people['no_face'][0]}").json()
     assert api_photo["quality_version"] == 2
 
@@ -436,6 +450,8 @@ def test_kill_9_during_the_face_stage_stores_no_face_twice(
         # when the worker is killed while faces are being found, and another one starts
         wait_until(lambda: faces_done() >= 3, timeout=180)
         first.stop(signal.SIGKILL)
+        # nothing moves until the next worker starts: this is what the kill left behind
+        assert faces_done() < len(ids), "every face stage was done before the kill"
         start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
         # then every photo ends with its two faces, none stored twice
         wait_until(lambda: faces_done() == len(ids), timeout=300, interval=1.0)
@@ -553,21 +569,62 @@ def test_a_synthetic_photo_goes_through_both_stages_untouched_by_faces(stack):
 def test_the_face_queue_is_watched_like_the_photos_queue(stack, people):
     settings, api, _ = stack
     url = settings.database_url.replace("postgresql+psycopg", "postgresql")
+
+    def gauges() -> dict[str, float]:
+        text = api.get("/metrics").text
+        found = {}
+        for name, queue in (
+            ("photoembed_oldest_pending_age_seconds", settings.queue_name),
+            ("photoembed_oldest_pending_age_seconds", settings.face_queue_name),
+            ("photoembed_dead_letters", settings.face_queue_name),
+        ):
+            match = re.search(rf'^{name}{{queue="{queue}"}} ([0-9.e+-]+)$', text, re.M)
+            assert match, (name, queue)
+            found[f"{name}:{queue}"] = float(match.group(1))
+        return found
+
+    photo_age = f"photoembed_oldest_pending_age_seconds:{settings.queue_name}"
+    faces_age = f"photoembed_oldest_pending_age_seconds:{settings.face_queue_name}"
+    # given no photo waiting for its vector (the backfill test may leave one face stage waiting)
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM photos WHERE faces_status = 'PENDING'")
-        waiting = int(row.fetchone()[0])
-    text = api.get("/metrics").text
+        faces_waiting = int(row.fetchone()[0])
+    before = gauges()
+    assert before[photo_age] == 0
+    assert (before[faces_age] > 0) == (faces_waiting > 0), (before, faces_waiting)
+    assert before[f"photoembed_dead_letters:{settings.face_queue_name}"] == 0
 
-    def gauge(name: str, queue: str) -> float:
-        match = re.search(rf'^{name}{{queue="{queue}"}} ([0-9.e+-]+)$', text, re.M)
-        assert match, (name, queue)
-        return float(match.group(1))
-
-    # the backfill test leaves one unreadable photo's faces PENDING for the sweeper
-    age = gauge("photoembed_oldest_pending_age_seconds", settings.face_queue_name)
-    assert (age > 0) == (waiting > 0), (age, waiting)
-    assert gauge("photoembed_dead_letters", settings.face_queue_name) == 0
-    assert gauge("photoembed_oldest_pending_age_seconds", settings.queue_name) >= 0
+    # when a photo's face stage has waited 40 s, and a photo 45 s for its vector (under the
+    # sweeper's 60 s grace: nobody touches them while we look)
+    a_photo = people["no_face"][0]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE photos SET faces_status = 'PENDING', faces_enqueued_at = now() - "
+            "interval '40 seconds' WHERE id = %s",
+            (a_photo,),
+        )
+        waiting = conn.execute(
+            "INSERT INTO photos (id, library_id, storage_key, content_hash, content_type, "
+            "size_bytes, width, height, status, attempts, faces_attempts, submitted_at, "
+            "created_at, updated_at) "
+            "SELECT gen_random_uuid(), library_id, storage_key, content_hash, content_type, "
+            "size_bytes, width, height, 'PENDING', 0, 0, now() - interval '45 seconds', now(), "
+            "now() "
+            "FROM photos WHERE id = %s RETURNING id",
+            (a_photo,),
+        ).fetchone()[0]
+    try:
+        # then the gauges tell how long each has waited
+        seen = wait_until(lambda: (g := gauges())[photo_age] > 0 and g, timeout=15)
+        assert 45 <= seen[photo_age] < 65, seen
+        assert seen[faces_age] >= 40 and (faces_waiting or seen[faces_age] < 60), seen
+    finally:
+        with psycopg.connect(url) as conn:
+            conn.execute("DELETE FROM photos WHERE id = %s", (waiting,))
+            conn.execute(
+                "UPDATE photos SET faces_status = 'DONE', faces_enqueued_at = NULL WHERE id = %s",
+                (a_photo,),
+            )
 
 
 def test_deleting_the_last_photo_of_a_grouped_person_removes_that_person(own_database):

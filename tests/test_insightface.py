@@ -4,6 +4,7 @@ five-point alignment and the refusal without files; then the whole stage through
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,18 @@ def test_the_selfcheck_records_and_compares_its_probe(model_dir, tmp_path):
     settings = _settings(model_dir, selfcheck_reference_dir=tmp_path, face_min_size=16)
     recorded = run_face_selfcheck(settings, InsightFaceModel(settings), record=True)
     assert recorded.ok and recorded.recorded and recorded.identity.startswith("insightface:")
+    assert recorded.reference_path is not None
+    reference = json.loads(recorded.reference_path.read_text())
     assert run_face_selfcheck(settings, InsightFaceModel(settings)).ok
+
+    # when the recorded probe no longer matches what the model gives (other weights, another
+    # runtime): one component off by 0.01
+    reference["vector"][0] += 0.01
+    recorded.reference_path.write_text(json.dumps(reference))
+    refused = run_face_selfcheck(settings, InsightFaceModel(settings))
+    assert not refused.ok
+    assert [finding.code for finding in refused.findings] == ["reference_mismatch"]
+    assert "1.00e-02" in refused.findings[0].message
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from tests.helpers import encode, make_person_photo, wait_for_status
+from tests.helpers import encode, make_person_photo, wait_for_status, wait_until
 
 
 def stored_photos(database_url: str, person_id: str) -> set[str]:
@@ -43,6 +43,26 @@ def _pages(api: httpx.Client, path: str, limit: int, **filters: str) -> list[lis
         cursor = body["next_cursor"]
         if cursor is None:
             return pages
+
+
+def _pages_while(
+    api: httpx.Client, path: str, arriving: list[str], limit: int = 2
+) -> tuple[list[list[str]], list[int]]:
+    """Walk `path` page by page, each next page asked only once another photo has arrived (in
+    `arriving`): the pages, and how many arrived before each next page."""
+    pages: list[list[str]] = []
+    landed: list[int] = []
+    cursor = None
+    while True:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        body = api.get(path, params=params).json()
+        pages.append([item["id"] for item in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages, landed
+        before = len(arriving)
+        wait_until(lambda before=before: len(arriving) > before, timeout=30, interval=0.05)
+        landed.append(len(arriving) - before)
 
 
 def test_upload_answers_with_where_to_follow_the_photo(api):
@@ -78,10 +98,12 @@ def test_a_persons_photos_page_newest_first_and_every_photo_once_while_more_arri
     adder = threading.Thread(target=keep_adding)
     adder.start()
     try:
-        pages = _pages(api, f"/persons/{person['id']}/photos", limit=2)
+        pages, landed_during = _pages_while(api, f"/persons/{person['id']}/photos", added)
     finally:
         stop.set()
         adder.join()
+    # the walk really raced the uploads: new photos landed before each of its next pages
+    assert len(pages) >= 5 and min(landed_during) >= 1, landed_during
 
     seen = [photo_id for page in pages for photo_id in page]
     assert len(seen) == len(set(seen)), "a photo came back twice"
@@ -96,8 +118,14 @@ def test_a_persons_photos_page_newest_first_and_every_photo_once_while_more_arri
 
 
 def test_photos_filter_by_status_and_persons_page_by_name(api):
+    # given a photo no worker has taken (none runs here)
+    waiting = _upload(api, encode(make_person_photo(34, 7)), "w.jpg").json()["id"]
     pending = api.get("/photos", params={"status": "PENDING", "limit": 200}).json()["items"]
-    assert all(p["status"] == "PENDING" for p in pending)
+    assert waiting in {p["id"] for p in pending}
+    assert {p["status"] for p in pending} == {"PENDING"}
+    ready = api.get("/photos", params={"status": "READY", "limit": 200}).json()["items"]
+    assert waiting not in {p["id"] for p in ready}
+    assert all(p["status"] == "READY" for p in ready)
     assert api.get("/photos", params={"status": "SOMETHING"}).status_code == 422
     assert api.get("/photos", params={"cursor": "not-a-cursor"}).status_code == 422
 

@@ -42,15 +42,15 @@ def test_the_alert_rules_are_valid_and_pass_their_unit_tests():
 
 
 def test_every_alert_says_how_bad_what_and_where_to_look_and_is_tested_both_ways():
-    readme = (REPO / "README.md").read_text()
+    runbook = (REPO / "docs" / "runbook.md").read_text()
     unit_tests = yaml.safe_load((MONITORING / "alerts.test.yml").read_text())["tests"]
     checks = [check for test in unit_tests for check in test["alert_rule_test"]]
     for rule in RULES:
         name = rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
-        assert rule["annotations"]["runbook_url"] == f"README.md#{name.lower()}"
-        assert f"\n### {name}\n" in readme, f"README has no runbook section for {name}"
+        assert rule["annotations"]["runbook_url"] == f"docs/runbook.md#{name.lower()}"
+        assert f"\n### {name}\n" in runbook, f"docs/runbook.md has no section for {name}"
         mine = [check for check in checks if check["alertname"] == name]
         assert any(check["exp_alerts"] for check in mine), f"{name} is never tested firing"
         assert any(not check["exp_alerts"] for check in mine), f"{name} is never tested quiet"

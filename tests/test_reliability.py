@@ -3,13 +3,17 @@ nothing embedded twice, nothing left PENDING or PROCESSING."""
 
 from __future__ import annotations
 
+import io
+import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from photoembed.config import Settings
+from photoembed.devstack import ServiceProcess
 from tests.helpers import (
     embeddings_per_photo,
     encode,
@@ -19,6 +23,9 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.slow
+
+CRASH_MARKER = "photoembed-test-crash-here"
+CRASH_HOOK = Path(__file__).parent / "crash_on_marker"
 
 
 def _resilient(settings: Settings) -> Settings:
@@ -61,23 +68,25 @@ def _all_ready(settings: Settings, ids: list[str], timeout: float) -> None:
 
 def test_kill_9_mid_run_loses_nothing_and_embeds_nothing_twice(settings, api, start_service):
     settings = _resilient(settings)
+    # given a backlog of 40 photos, a worker working through it
+    ids = _upload(api, 40, first_seed=100)
     first = start_service("worker", settings)
     first.wait_for_log("selfcheck.passed")
-
-    ids = _upload(api, 40, first_seed=100)
     wait_until(
         lambda: list(statuses(settings.database_url, ids).values()).count("READY") >= 5, timeout=120
     )
-    in_flight = statuses(settings.database_url, ids)
     first.stop(signal.SIGKILL)  # the whole process group: dramatiq's parent and its worker
-    killed_at = {s: list(in_flight.values()).count(s) for s in ("READY", "PROCESSING", "PENDING")}
+    # nothing moves until the next worker starts: this is what the kill left behind
+    at_kill = list(statuses(settings.database_url, ids).values())
+    unfinished = len(ids) - at_kill.count("READY")
+    assert unfinished > 0, "every photo was READY before the kill: it proved nothing"
 
     second = start_service("worker", settings)
     second.wait_for_log("selfcheck.passed")
     _all_ready(settings, ids, timeout=240)
 
     per_photo = embeddings_per_photo(settings.database_url, ids)
-    print(f"photos={len(ids)} at kill={killed_at} embeddings={sum(per_photo.values())}")
+    print(f"photos={len(ids)} unfinished at kill={unfinished} embeddings={sum(per_photo.values())}")
     assert sorted(per_photo) == sorted(ids)
     assert set(per_photo.values()) == {1}
 
@@ -128,21 +137,43 @@ def test_a_photo_that_kills_its_worker_every_time_ends_failed_after_its_attempts
     settings, api, start_service
 ):
     settings = _resilient(settings).model_copy(update={"max_attempts": 2})
-    # given a photo already claimed and "crashed on" as often as allowed
-    (photo_id,) = _upload(api, 1, first_seed=400)
-    import psycopg
+    # given a photo whose decoding makes the worker process exit on the spot, every time
+    # (tests/crash_on_marker: like a decoder's segfault or the OOM killer)
+    picture = io.BytesIO()
+    make_photo(400, (320, 240)).save(picture, format="JPEG", comment=CRASH_MARKER.encode())
+    response = api.post("/photos", files={"file": ("crash.jpg", picture.getvalue())})
+    assert response.status_code == 202, response.text
+    photo_id = response.json()["id"]
+    python_path = os.pathsep.join(filter(None, [str(CRASH_HOOK), os.environ.get("PYTHONPATH")]))
 
-    with psycopg.connect(settings.database_url.replace("postgresql+psycopg", "postgresql")) as conn:
-        conn.execute(
-            "UPDATE photos SET status = 'PROCESSING', attempts = 2, claimed_by = 'dead', "
-            "claimed_at = now() - interval '1 hour' WHERE id = %s",
-            (photo_id,),
+    # when workers keep being started (as compose's restart policy does) and keep dying on it
+    deaths = 0
+    for _ in range(settings.max_attempts + 2):
+        worker = start_service(
+            "worker", settings, PYTHONPATH=python_path, CRASH_MARKER=CRASH_MARKER
         )
-    # when a worker (and its sweeper) sees it again
-    worker = start_service("worker", settings)
-    worker.wait_for_log("selfcheck.passed")
-    # then it ends FAILED with the reason, instead of being redelivered forever
-    photo = wait_until(
-        lambda: (b := api.get(f"/photos/{photo_id}").json())["status"] == "FAILED" and b, timeout=60
-    )
+        if _failed_or_died(api, photo_id, worker) == "died":
+            deaths += 1
+            continue
+        break
+
+    # then it ends FAILED with the reason once its attempts are spent, instead of for ever
+    photo = api.get(f"/photos/{photo_id}").json()
+    assert photo["status"] == "FAILED", photo
+    assert deaths == settings.max_attempts, deaths
     assert "gave up after 2 attempts" in photo["error"]
+    # and the worker that ended it is still running
+    assert worker.process is not None and worker.process.poll() is None
+
+
+def _failed_or_died(api: httpx.Client, photo_id: str, worker: ServiceProcess) -> str:
+    """Wait until the photo is FAILED or the worker process has exited; which came first."""
+
+    def outcome() -> str | None:
+        assert worker.process is not None
+        if worker.process.poll() is not None:
+            return "died"
+        return "failed" if api.get(f"/photos/{photo_id}").json()["status"] == "FAILED" else None
+
+    result: str = wait_until(outcome, timeout=240, interval=0.5)
+    return result

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # consumes and which models its boot checks load
     worker_role: Literal["all", "photos", "faces", "events"] = "all"
 
-    # events and webhooks (README "Events and webhooks")
+    # events and webhooks (docs/api.md "Events and webhooks")
     encryption_key: SecretStr = SecretStr("")
     events_retention_days: int = Field(default=7, ge=1)
     webhook_queue_name: str = "webhooks"
@@ -164,7 +164,7 @@ class Settings(BaseSettings):
 
 
 def settings_table() -> str:
-    """The configuration table of the README, generated from this class (`photoembed settings`).
+    """The configuration table of docs/configuration.md, generated from this class (`photoembed settings`).
     What each setting means is said beside it in `.env.example`."""
     rows = ["| variable | type | default |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():

@@ -5,7 +5,7 @@ size, limits) and, for JPEG, PNG, HEIC and AVIF, that the file is complete (a JP
 marker after its scan, a PNG's chunks up to IEND with their checksums, HEIF boxes end to end).
 
 The worker decodes every pixel of every photo, so that its vector is the reference pipeline's
-(README, "Decoding"). Only where DECODE_DRAFT_SIDE asks may a JPEG decode at a reduced DCT scale
+(docs/models.md, "Decoding"). Only where DECODE_DRAFT_SIDE asks may a JPEG decode at a reduced DCT scale
 (`DecodeLimits.draft_side`), and the worker's self-check refuses a value that moves its probe photo
 out of the product's bound. Nothing is ever box-reduced before OpenCLIP's own resize: that moved
 vectors several times the QuickGELU bug's distance and saved no time.

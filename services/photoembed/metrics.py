@@ -1,4 +1,4 @@
-"""Prometheus metrics of the API and the worker (names documented in the README).
+"""Prometheus metrics of the API and the worker (names documented in docs/operations.md).
 
 The API serves its own on `/metrics`. Worker processes write theirs in Prometheus multiprocess
 mode (`photoembed worker` sets PROMETHEUS_MULTIPROC_DIR before any process imports this module),

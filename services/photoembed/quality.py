@@ -1,6 +1,6 @@
 """The quality score: how usable a photo is for person search, in [0, 1].
 
-Four measurements, each mapped to [0, 1], combined with fixed weights (the README states them):
+Four measurements, each mapped to [0, 1], combined with fixed weights (docs/faces.md states them):
 
 * sharpness (0.35): variance of the Laplacian of the luminance at a fixed working size (longer side
   at most 512 px), mapped by 1 - exp(-var / 300); a blurred copy loses most of it.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from photoembed.config import Settings
 
-# Measured with `make bench` on 2 cores (README, "Throughput"): in-flight photos and batch size;
+# Measured with `make bench` on 2 cores (docs/performance.md, "Throughput"): in-flight photos and batch size;
 # more cores run more streams, each kept fed with photos.
 CPU_THREADS = 16
 CPU_THREADS_PER_STREAM = 8

@@ -63,7 +63,8 @@ class PhotoOut(BaseModel):
     status_url: str = Field(description="Where to follow this photo's status")
     thumbnail_url: str
     quality_version: int | None = Field(
-        default=None, description="1: the image alone; 2: with its best face (README Quality)"
+        default=None,
+        description="1: the image alone; 2: with its best face (docs/faces.md, Quality score)",
     )
     faces_status: str | None = Field(
         default=None, description="The face stage: PENDING, PROCESSING, DONE or FAILED"

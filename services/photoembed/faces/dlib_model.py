@@ -4,7 +4,7 @@ ResNet 128-d recogniser (LFW 99.38%), as the `dlib-bin` and `face-recognition-mo
 ship them.
 
 dlib's own documentation puts the same person under 0.6 (L2); measured on the real faces the
-packages ship (README "Faces"), variants of one person sit 0.05-0.35 apart and different people
+packages ship (docs/faces.md), variants of one person sit 0.05-0.35 apart and different people
 0.66-0.84, so the match distance is 0.5.
 """
 
@@ -41,14 +41,14 @@ CHIP_PADDING = 0.25
 # shirt), so candidates are taken down to this score and each is scored again on its upright,
 # aligned chip against FACE_MIN_SCORE. Measured on the package faces and their variants: real
 # faces score 0.29 or more here and 0.78 or more upright; other things at most -0.02 here when
-# they pass upright, and at most 0.28 upright when they pass here (README "Faces").
+# they pass upright, and at most 0.28 upright when they pass here (docs/faces.md).
 CANDIDATE_SCORE = 0.0
 VERIFY_CHIP_SIZE = 200
 VERIFY_PADDING = 0.6
 MAX_OVERLAP = 0.3
 SCORE_FOR_FULL_CONFIDENCE = 1.5
 # FACE_MIN_SCORE=0: each detector's own threshold. Measured on the package faces, their variants
-# and the photos without a face (README "Faces"): BlazeFace scored real faces 0.64 or more (the
+# and the photos without a face (docs/faces.md): BlazeFace scored real faces 0.64 or more (the
 # camera man, 43 px, in a scene) and nothing else above 0.56; HOG's upright chips as above.
 BLAZEFACE_MIN_SCORE = 0.6
 HOG_MIN_SCORE = 0.5
