@@ -29,13 +29,19 @@ def test_photoembed_dev_takes_a_photo_to_ready_and_stops_cleanly(tmp_path: Path,
         CLIP_CACHE_DIR=str(model_cache),
         API_PORT=str(port),
         DEV_REDIS_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
         LOG_FORMAT="json",
     )
 
     # when `photoembed dev` starts
     dev = ServiceProcess(["dev", "--home", str(home)], env, tmp_path / "dev.log").start()
     try:
-        dev.wait_for_log('"event": "dev.running"', timeout=180)
+        dev.wait_for_log('"event": "dev.running"', timeout=300)
+        # it says so once the worker has its model (exported to ONNX on this first start) and
+        # passed its self-check: a photo uploaded now does not wait for either
+        said = dev.log
+        passed, running = said.find('"selfcheck.passed"'), said.find('"event": "dev.running"')
+        assert 0 <= passed < running, "dev.running came before the worker's self-check"
         key = (home / "api-key").read_text().strip()
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}",

@@ -260,7 +260,7 @@ def _delivery(settings: Settings, library: uuid.UUID, url: str) -> tuple[uuid.UU
     with session_scope(settings.database_url) as session:
         events.sequence(session)
     assert pump.fan_out(settings) == 1
-    (delivery_id,) = pump.claim_due(settings)
+    ((delivery_id,),) = pump.claim_due(settings)
     return delivery_id, made.secret
 
 
@@ -283,7 +283,7 @@ def test_a_delivery_is_signed_and_each_answer_decides_what_comes_next(one_event)
     delivery_id, secret = _delivery(settings, library, receiver.url)
 
     # a 500: tried again within 10 s, the endpoint failing since now
-    assert delivery.deliver(settings, delivery_id) == "retrying"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "retrying"}
     row = _row(settings, delivery_id)
     assert row["status"] == DeliveryStatus.PENDING and row["attempts"] == 1
     assert row["last_status_code"] == 500 and row["failing_since"] is not None
@@ -291,13 +291,13 @@ def test_a_delivery_is_signed_and_each_answer_decides_what_comes_next(one_event)
     assert 0 < wait <= 10
     # a redirect is not followed: another failure, later
     _hand_over(settings, delivery_id)
-    assert delivery.deliver(settings, delivery_id) == "retrying"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "retrying"}
     row = _row(settings, delivery_id)
     assert row["last_status_code"] == 302 and row["attempts"] == 2
     assert (row["next_attempt_at"] - row["last_attempt_at"]).total_seconds() > wait
     # a 200 ends it, the endpoint no longer failing
     _hand_over(settings, delivery_id)
-    assert delivery.deliver(settings, delivery_id) == "delivered"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "delivered"}
     row = _row(settings, delivery_id)
     assert row["status"] == DeliveryStatus.DELIVERED and row["failing_since"] is None
     # and every send carried the same id and body, each signed as Standard Webhooks says
@@ -322,7 +322,7 @@ def test_410_disables_the_endpoint_and_a_replay_enables_it(one_event):
     settings, library, _ = one_event
     receiver = Receiver(answer=lambda webhook_id, attempt: 410).start()
     delivery_id, _ = _delivery(settings, library, receiver.url)
-    assert delivery.deliver(settings, delivery_id) == "gone"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "gone"}
     row = _row(settings, delivery_id)
     assert row["status"] == DeliveryStatus.FAILED and "410" in row["disabled_reason"]
     with session_scope(settings.database_url) as session:
@@ -333,6 +333,72 @@ def test_410_disables_the_endpoint_and_a_replay_enables_it(one_event):
     row = _row(settings, delivery_id)
     assert row["disabled_at"] is None and row["status"] == DeliveryStatus.PENDING
     receiver.stop()
+
+
+def test_deliveries_go_in_lots_of_one_endpoint_each_sent_once_in_order(one_event, monkeypatch):
+    settings, library, _ = one_event
+    # given 44 more events of the library and two endpoints: one answers 410 to the 4th event,
+    # the other takes a second over each answer
+    with session_scope(settings.database_url) as session:
+        for n in range(44):
+            events.record(session, library, EventType.PHOTO_READY, {"photo_id": f"p{n}"})
+    ordered: list[str] = []
+
+    def gone_at_the_fourth(webhook_id: str, attempt: int) -> int:
+        ordered.append(webhook_id)
+        return 410 if len(ordered) == 4 else 200
+
+    leaving = Receiver(answer=gone_at_the_fourth).start()
+    slow = Receiver(answer=lambda webhook_id, attempt: time.sleep(1) or 200).start()
+    with session_scope(settings.database_url) as session:
+        leaving_id = endpoints.create(session, settings, library, leaving.url, ["photo.ready"])
+        slow_id = endpoints.create(session, settings, library, slow.url, ["photo.ready"])
+        leaving_id, slow_id = leaving_id.webhook.id, slow_id.webhook.id
+        events.sequence(session)
+    assert pump.fan_out(settings) == 90
+
+    # when the pump hands them over: lots of at most 20, each of one endpoint
+    lots = pump.claim_due(settings)
+    assert sorted(len(lot) for lot in lots) == [5, 5, 20, 20, 20, 20]
+    with psycopg.connect(_libpq(settings.database_url)) as conn:
+        endpoint_of = dict(conn.execute("SELECT id, webhook_id FROM webhook_deliveries"))
+    assert all(len({endpoint_of[d] for d in lot}) == 1 for lot in lots)
+
+    # then a lot is sent in the events' order, and a 410 stops the lot: what came after it
+    # goes back unsent, no attempt counted
+    leaving_lot = next(lot for lot in lots if endpoint_of[lot[0]] == leaving_id)
+    outcomes = delivery.deliver(settings, leaving_lot)
+    assert list(outcomes.values()).count("delivered") == 3
+    assert list(outcomes.values()).count("gone") == 1
+    assert list(outcomes.values()).count("skipped") == 16
+    with psycopg.connect(_libpq(settings.database_url)) as conn:
+        sent_order = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT e.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id "
+                "WHERE d.id = ANY(%s) AND d.attempts = 1 ORDER BY e.position",
+                (leaving_lot,),
+            )
+        ]
+        unsent = conn.execute(
+            "SELECT count(*) FROM webhook_deliveries WHERE id = ANY(%s) AND attempts = 0 "
+            "AND status = 'PENDING' AND claimed_at IS NULL",
+            (leaving_lot,),
+        ).fetchone()
+    assert ordered == sent_order
+    assert unsent == (16,)
+
+    # and a slow endpoint's lot stops sending when its time is spent, well before the claim
+    # would be taken back: what is left goes back unsent
+    monkeypatch.setattr(delivery, "SEND_BUDGET_S", 2.5)
+    slow_lot = next(lot for lot in lots if endpoint_of[lot[0]] == slow_id)
+    began = time.monotonic()
+    outcomes = delivery.deliver(settings, slow_lot)
+    delivered = list(outcomes.values()).count("delivered")
+    assert 1 <= delivered <= 3 and list(outcomes.values()).count("skipped") == 20 - delivered
+    assert time.monotonic() - began < pump.CLAIM_LEASE_S
+    leaving.stop()
+    slow.stop()
 
 
 def test_a_slow_or_huge_answer_is_cut_off_and_a_day_of_failures_disables(one_event):
@@ -360,17 +426,17 @@ def test_a_slow_or_huge_answer_is_cut_off_and_a_day_of_failures_disables(one_eve
     receiver = Receiver(answer=lambda webhook_id, attempt: next(behaviours)).start()
     delivery_id, _ = _delivery(settings, library, receiver.url)
     began = time.monotonic()
-    assert delivery.deliver(settings, delivery_id) == "retrying"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "retrying"}
     assert time.monotonic() - began < 5
     assert "slower than 2 s" in _row(settings, delivery_id)["last_error"]
     _hand_over(settings, delivery_id)
-    assert delivery.deliver(settings, delivery_id) == "retrying"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "retrying"}
     assert "larger than the limit" in _row(settings, delivery_id)["last_error"]
     # when the endpoint has failed for a day, the next failure disables it
     with psycopg.connect(_libpq(settings.database_url)) as conn:
         conn.execute("UPDATE webhooks SET failing_since = now() - interval '25 hours'")
     _hand_over(settings, delivery_id)
-    assert delivery.deliver(settings, delivery_id) == "retrying"
+    assert delivery.deliver(settings, [delivery_id]) == {delivery_id: "retrying"}
     row = _row(settings, delivery_id)
     assert row["disabled_at"] is not None and "24 hours" in row["disabled_reason"]
     receiver.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import psycopg
 import pytest
 from PIL import Image
@@ -489,14 +490,15 @@ def test_the_grouping_ends_the_same_whichever_photos_came_first(
     with start_api(settings, start_service) as api:
         start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
         # the face stage runs in processes of its own that take only the CPU the photos leave,
-        # the events process (webhooks) at normal priority (the API and `photoembed worker`
-        # itself carry WORKER_ROLE=all from the settings)
+        # the events process (webhooks) below the photos at nice 10 (the API and `photoembed
+        # worker` itself carry WORKER_ROLE=all from the settings)
         roles = _worker_roles(settings.face_queue_name)
         groups = {pid: role for pid, role in roles.items() if role != "all"}
         assert set(groups.values()) == {"photos", "faces", "events"}, roles
+        expected = {"photos": (False, 0), "faces": (True, 0), "events": (False, 10)}
         for pid, role in groups.items():
             idle = os.sched_getscheduler(pid) == os.SCHED_IDLE
-            assert idle == (role == "faces"), (pid, role)
+            assert (idle, psutil.Process(pid).nice()) == expected[role], (pid, role)
 
         # given unlabelled photos of the camera man that formed an unnamed person
         cameraman = samples.variants(faces["cameraman"], samples.FACE_SIDE["cameraman"])

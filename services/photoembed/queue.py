@@ -64,11 +64,11 @@ def message_is_queued(broker: RedisBroker, queue_name: str, message_id: str) -> 
     return bool(broker.client.hexists(f"{broker.namespace}:{queue_name}.msgs", message_id))
 
 
-def deliver_webhook_message(settings: Settings, delivery_id: uuid.UUID) -> Message[None]:
+def deliver_webhook_message(settings: Settings, delivery_ids: list[uuid.UUID]) -> Message[None]:
     return Message(
         queue_name=settings.webhook_queue_name,
         actor_name=DELIVER_WEBHOOK,
-        args=(str(delivery_id),),
+        args=tuple(str(delivery_id) for delivery_id in delivery_ids),
         kwargs={},
         options={},
     )

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from photoembed.cli.common import log
@@ -43,8 +44,7 @@ def _dev_weights(env: dict[str, str], home: Path) -> None:
     from photoembed.clip.errors import WeightsNotFoundError
     from photoembed.clip.weights_files import ensure_random_weights
 
-    fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-    settings = Settings.model_validate(fields)
+    settings = _settings_of(env)
     try:
         plan_model(
             settings.clip_model_name,
@@ -66,6 +66,27 @@ def _dev_weights(env: dict[str, str], home: Path) -> None:
         meaning="the pipeline runs end to end, but these embeddings are random and meaningless",
         fix="run `photoembed model download` where the hub is reachable, then restart",
     )
+
+
+def _settings_of(env: dict[str, str]) -> Settings:
+    return Settings.model_validate(
+        {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+    )
+
+
+def _wait_until_serving(
+    settings: Settings, children: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]
+) -> bool:
+    """Until the API answers /readyz and a worker process has passed its self-check (on the
+    first start that includes exporting the model to ONNX), so that a photo uploaded once
+    `dev.running` is said is embedded at once. False when a child exits or Ctrl-C comes first."""
+    from photoembed.cli.serve import api_health, worker_health
+
+    while not stopping() and all(child.poll() is None for child in children):
+        if api_health(settings)[0] and worker_health(settings)[0]:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def run_dev(home: Path) -> int:
@@ -110,12 +131,21 @@ def run_dev(home: Path) -> int:
         migrate(env["DATABASE_URL"])
         _dev_weights(env, home)
         photoembed = [sys.executable, "-m", "photoembed.cli"]
+        started = time.monotonic()
         children.extend(
             subprocess.Popen([*photoembed, name], env=env) for name in ("api", "worker")
         )
+        log.info(
+            "dev.starting",
+            first_start="exports the model to ONNX once (about a minute on 2 cores); later "
+            "starts take seconds",
+        )
+        if not _wait_until_serving(_settings_of(env), children, lambda: stopping):
+            return _ended(children)
         port = env.get("API_PORT", "8000")
         log.info(
             "dev.running",
+            ready_after_s=round(time.monotonic() - started, 1),
             api=f"http://127.0.0.1:{port}",
             docs=f"http://127.0.0.1:{port}/docs",
             api_key_file=str(home / "api-key") if "API_KEYS" not in os.environ else "from API_KEYS",
@@ -124,11 +154,7 @@ def run_dev(home: Path) -> int:
         )
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
-        failed = [str(child.args) for child in children if child.poll() not in (None, 0)]
-        if failed:
-            log.error("dev.child_exited", commands=failed)
-            return 1
-        return 0
+        return _ended(children)
     finally:
         for child in children:
             if child.poll() is None:
@@ -141,6 +167,14 @@ def run_dev(home: Path) -> int:
         redis_server.stop()
         postgres.stop()
         log.info("dev.stopped")
+
+
+def _ended(children: list[subprocess.Popen[bytes]]) -> int:
+    failed = [str(child.args) for child in children if child.poll() not in (None, 0)]
+    if failed:
+        log.error("dev.child_exited", commands=failed)
+        return 1
+    return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

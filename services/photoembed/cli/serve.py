@@ -11,14 +11,19 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from photoembed.cli.common import configured_settings, log
 from photoembed.config import Settings
 
 MAX_FACE_PROCESSES = 8
 GRACEFUL_SHUTDOWN_S = 5
+LOWER_NICENESS = 10
+
+CpuPriority = Literal["normal", "lower", "idle"]
 
 
 def api_processes(settings: Settings) -> int:
@@ -77,7 +82,7 @@ class WorkerGroup:
     queues: list[str]
     processes: int
     threads: int
-    lowest_priority: bool
+    priority: CpuPriority
     module: str = "photoembed.worker.actors"
 
     def command(self) -> list[str]:
@@ -104,16 +109,21 @@ def worker_groups(settings: Settings) -> list[WorkerGroup]:
     """The photos' processes, with FACES_ENABLED the face stage's own, and one events process
     (webhooks: no model, its own queue): CLIP first, since a photo's READY must never wait behind
     other photos' faces, and the face processes take the CPU the photos leave
-    (FACE_WORKER_PRIORITY)."""
+    (FACE_WORKER_PRIORITY). The events process runs below the photos too: a webhook waits a
+    moment on a busy CPU rather than slow the photos it reports."""
     photos = WorkerGroup(
-        "photos", [settings.queue_name], settings.worker_processes, settings.worker_threads, False
+        "photos",
+        [settings.queue_name],
+        settings.worker_processes,
+        settings.worker_threads,
+        "normal",
     )
     events = WorkerGroup(
         "events",
         [settings.webhook_queue_name],
         1,
         settings.webhook_worker_threads,
-        False,
+        "lower",
         module="photoembed.worker.event_actors",
     )
     if not settings.faces_enabled:
@@ -123,7 +133,7 @@ def worker_groups(settings: Settings) -> list[WorkerGroup]:
         [settings.face_queue_name],
         face_processes(settings),
         settings.face_worker_threads,
-        settings.face_worker_priority == "idle",
+        "idle" if settings.face_worker_priority == "idle" else "normal",
     )
     return [photos, faces, events]
 
@@ -134,6 +144,19 @@ def lowest_cpu_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     else:
         os.nice(19)
+
+
+def lower_cpu_priority() -> None:
+    """Below the photos, above an idle face stage: a busy CPU serves the photos first (a send
+    waits a little), and the events process still gets its turn while the faces wait."""
+    os.nice(LOWER_NICENESS)
+
+
+PRIORITIES: dict[CpuPriority, Callable[[], None] | None] = {
+    "normal": None,
+    "lower": lower_cpu_priority,
+    "idle": lowest_cpu_priority,
+}
 
 
 def check_connection_budget(settings: Settings) -> None:
@@ -231,7 +254,7 @@ def supervise(groups: list[WorkerGroup]) -> int:
         subprocess.Popen(
             group.command(),
             env={**os.environ, **group.environment()},
-            preexec_fn=lowest_cpu_priority if group.lowest_priority else None,
+            preexec_fn=PRIORITIES[group.priority],
         )
         for group in groups
     ]
@@ -277,30 +300,35 @@ def run_health(settings: Settings, component: str) -> int:
     """For container health checks, with nothing but this command in the image: `api` is this
     machine's API answering /readyz; `worker` is its worker past the self-check, read from its
     metrics, so that a health check never loads a second model (on a GPU, a second copy)."""
+    ready, said = (api_health if component == "api" else worker_health)(settings)
+    print(said)
+    return 0 if ready else 1
+
+
+def api_health(settings: Settings) -> tuple[bool, str]:
+    """Whether this machine's API answers /readyz, and what it said."""
     import urllib.error
 
-    if component == "api":
-        url = f"http://127.0.0.1:{settings.api_port}/readyz"
-        try:
-            print(f"api ready: {_get_local(url)}")
-            return 0
-        except urllib.error.HTTPError as exc:
-            print(f"api not ready: {exc.code} {exc.read().decode()}")
-        except OSError as exc:
-            print(f"api at {url} unreachable: {exc}")
-        return 1
+    url = f"http://127.0.0.1:{settings.api_port}/readyz"
+    try:
+        return True, f"api ready: {_get_local(url)}"
+    except urllib.error.HTTPError as exc:
+        return False, f"api not ready: {exc.code} {exc.read().decode()}"
+    except OSError as exc:
+        return False, f"api at {url} unreachable: {exc}"
+
+
+def worker_health(settings: Settings) -> tuple[bool, str]:
+    """Whether a worker process of this machine has passed its self-check, from its metrics."""
     url = f"http://127.0.0.1:{settings.metrics_port}/"
     try:
         text = _get_local(url)
     except OSError as exc:
-        print(f"worker metrics at {url} unreachable: {exc}")
-        return 1
+        return False, f"worker metrics at {url} unreachable: {exc}"
     ready = re.search(r"^photoembed_worker_ready(?:\{[^}]*\})? ([0-9.e+-]+)$", text, re.M)
     if ready is None or float(ready.group(1)) < 1:
-        print("no worker process has passed its self-check yet")
-        return 1
-    print("worker ready")
-    return 0
+        return False, "no worker process has passed its self-check yet"
+    return True, "worker ready"
 
 
 def _api(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import select, update
@@ -35,6 +36,9 @@ log = get_logger(__name__)
 
 BACKOFF_SECONDS = (5, 30, 120, 600, 1800, 3600)  # then every hour
 ERROR_LENGTH = 500
+# A lot handed over together stops sending after this long (the pump takes a claim back after
+# pump.CLAIM_LEASE_S, 30 s): what is left goes back, unsent.
+SEND_BUDGET_S = 15
 
 
 def backoff(attempts: int) -> int:
@@ -50,6 +54,17 @@ class Answer:
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300 and not self.error
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One send of a lot: what was sent where, what came back, and when."""
+
+    delivery: WebhookDelivery
+    webhook: Webhook
+    event: Event
+    answer: Answer
+    at: datetime
 
 
 _client: httpx.Client | None = None
@@ -110,98 +125,132 @@ def post(settings: Settings, url: str, secret: str, event: Event) -> Answer:
         return Answer(None, f"{type(exc).__name__}: {exc}"[:ERROR_LENGTH])
 
 
-def deliver(settings: Settings, delivery_id: uuid.UUID) -> str:
-    """Send one delivery the pump handed over (SENDING), and record what came of it. Returns the
-    outcome: delivered, retrying, gone (410), gave_up, or skipped (not SENDING any more)."""
+def deliver(settings: Settings, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Send the deliveries the pump handed over together (SENDING, of one endpoint), one after
+    the other in the order of their events, and record what came of them in one transaction.
+    Returns each one's outcome: delivered, retrying, gone (410), gave_up, or skipped (not
+    SENDING any more, its endpoint disabled, or handed back unsent: sending the whole lot would
+    outlast the claim, and the pump would hand them over again)."""
     with session_scope(settings.database_url) as session:
-        row = session.execute(
+        rows = session.execute(
             select(WebhookDelivery, Webhook, Event)
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .join(Event, Event.id == WebhookDelivery.event_id)
             .where(
-                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.id.in_(delivery_ids),
                 WebhookDelivery.status == DeliveryStatus.SENDING,
             )
-        ).one_or_none()
-        if row is None:
-            return "skipped"
-        delivery, webhook, event = row
+            .order_by(Event.position)
+        ).all()
         session.expunge_all()
-    if webhook.disabled_at is not None:
-        with session_scope(settings.database_url) as session:
-            _set(session, delivery.id, status=DeliveryStatus.PENDING, claimed_at=None)
-        return "skipped"
+    outcomes = dict.fromkeys(delivery_ids, "skipped")
+    sent: list[Sent] = []
+    handed_back: list[uuid.UUID] = []
+    gone: set[uuid.UUID] = set()  # endpoints that answered 410 in this lot
+    stop_sending_at = time.monotonic() + SEND_BUDGET_S
+    for delivery, webhook, event in rows:
+        if webhook.disabled_at or webhook.id in gone or time.monotonic() > stop_sending_at:
+            handed_back.append(delivery.id)
+            continue
+        answer = _send(settings, webhook, event)
+        sent.append(Sent(delivery, webhook, event, answer, utcnow()))
+        if answer.status_code == 410:
+            gone.add(webhook.id)
+    attempts = []
+    for send in sent:
+        values, outcomes[send.delivery.id] = _attempt(settings, send)
+        attempts.append(values)
+    last_sends = {send.webhook.id: send for send in sent}
+    with session_scope(settings.database_url) as session:
+        if handed_back:
+            _hand_back(session, handed_back)
+        if attempts:
+            session.execute(update(WebhookDelivery), attempts)
+        for last in last_sends.values():
+            _update_endpoint(session, settings, last)
+    for send in sent:
+        outcome = outcomes[send.delivery.id]
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
+        log.info(
+            "webhook.sent",
+            webhook_id=str(send.webhook.id),
+            event_id=str(send.event.id),
+            event_type=send.event.type,
+            library_id=str(send.event.library_id),
+            attempt=send.delivery.attempts + 1,
+            status_code=send.answer.status_code,
+            error=send.answer.error,
+            outcome=outcome,
+        )
+    return outcomes
+
+
+def _send(settings: Settings, webhook: Webhook, event: Event) -> Answer:
     try:
         secret = secrets.decrypt(settings, webhook.secret_encrypted)
     except secrets.EncryptionUnavailable as exc:
         log.error("webhook.secret_unavailable", webhook_id=str(webhook.id), error=str(exc))
-        answer = Answer(None, f"not sent: {exc}")
-    else:
-        answer = post(settings, webhook.url, secret, event)
-    with session_scope(settings.database_url) as session:
-        outcome = _record(session, settings, delivery, webhook, answer)
-    WEBHOOK_DELIVERIES.labels(outcome).inc()
-    log.info(
-        "webhook.sent",
-        webhook_id=str(webhook.id),
-        event_id=str(event.id),
-        event_type=event.type,
-        library_id=str(event.library_id),
-        attempt=delivery.attempts + 1,
-        status_code=answer.status_code,
-        error=answer.error,
-        outcome=outcome,
+        return Answer(None, f"not sent: {exc}")
+    return post(settings, webhook.url, secret, event)
+
+
+def _hand_back(session: Session, delivery_ids: list[uuid.UUID]) -> None:
+    """Unsent: due again now, no attempt counted (the pump hands them over at its next round,
+    or once their endpoint is enabled again)."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id.in_(delivery_ids),
+            WebhookDelivery.status == DeliveryStatus.SENDING,
+        )
+        .values(status=DeliveryStatus.PENDING, claimed_at=None, next_attempt_at=utcnow())
     )
-    return outcome
 
 
-def _set(session: Session, delivery_id: uuid.UUID, **values: object) -> None:
-    session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(values))
-
-
-def _record(
-    session: Session,
-    settings: Settings,
-    delivery: WebhookDelivery,
-    webhook: Webhook,
-    answer: Answer,
-) -> str:
-    now = utcnow()
+def _attempt(settings: Settings, send: Sent) -> tuple[dict[str, object], str]:
+    """The delivery's row after this send (every column named, for one bulk UPDATE), and the
+    outcome."""
+    delivery, answer, now = send.delivery, send.answer, send.at
     first = delivery.first_attempt_at or now
-    attempt = {
+    values: dict[str, object] = {
+        "id": delivery.id,
         "attempts": delivery.attempts + 1,
         "first_attempt_at": first,
         "last_attempt_at": now,
         "last_status_code": answer.status_code,
         "last_error": answer.error,
         "claimed_at": None,
+        "delivered_at": None,
+        "next_attempt_at": delivery.next_attempt_at,
     }
     if answer.delivered:
-        _set(session, delivery.id, status=DeliveryStatus.DELIVERED, delivered_at=now, **attempt)
-        # only when it was failing: every delivery of an endpoint updating its row would queue
-        # the sends behind one row lock
+        return {**values, "status": DeliveryStatus.DELIVERED, "delivered_at": now}, "delivered"
+    if answer.status_code == 410:
+        return {**values, "status": DeliveryStatus.FAILED}, "gone"
+    if now - first >= timedelta(hours=settings.webhook_retry_hours):
+        return {**values, "status": DeliveryStatus.FAILED}, "gave_up"
+    next_at = now + timedelta(seconds=backoff(delivery.attempts + 1))
+    return {**values, "status": DeliveryStatus.PENDING, "next_attempt_at": next_at}, "retrying"
+
+
+def _update_endpoint(session: Session, settings: Settings, last_send: Sent) -> None:
+    """After a lot of sends to one endpoint, by the last answer: 410 disables it; a success
+    ends its failing; a failure starts it, or disables the endpoint failing for too long.
+    Its row is written only when that changes something (every lot updating it would queue the
+    sends behind one row lock)."""
+    webhook, last, now = last_send.webhook, last_send.answer, last_send.at
+    if last.status_code == 410:
+        _disable(session, webhook, "the receiver answered 410 Gone")
+    elif last.delivered:
         session.execute(
             update(Webhook)
             .where(Webhook.id == webhook.id, Webhook.failing_since.is_not(None))
             .values(failing_since=None)
         )
-        return "delivered"
-    if answer.status_code == 410:
-        _set(session, delivery.id, status=DeliveryStatus.FAILED, **attempt)
-        _disable(session, webhook, "the receiver answered 410 Gone")
-        return "gone"
-    if now - first >= timedelta(hours=settings.webhook_retry_hours):
-        _set(session, delivery.id, status=DeliveryStatus.FAILED, **attempt)
-        outcome = "gave_up"
-    else:
-        next_at = now + timedelta(seconds=backoff(delivery.attempts + 1))
-        _set(
-            session, delivery.id, status=DeliveryStatus.PENDING, next_attempt_at=next_at, **attempt
-        )
-        outcome = "retrying"
-    failing_since = webhook.failing_since or now
-    if now - failing_since >= timedelta(hours=settings.webhook_disable_after_hours):
-        said = f"status {answer.status_code}" if answer.status_code else answer.error
+    elif now - (webhook.failing_since or now) >= timedelta(
+        hours=settings.webhook_disable_after_hours
+    ):
+        said = f"status {last.status_code}" if last.status_code else last.error
         _disable(
             session,
             webhook,
@@ -213,7 +262,6 @@ def _record(
             .where(Webhook.id == webhook.id, Webhook.failing_since.is_(None))
             .values(failing_since=now)
         )
-    return outcome
 
 
 def _disable(session: Session, webhook: Webhook, reason: str) -> None:

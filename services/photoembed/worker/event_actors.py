@@ -37,8 +37,8 @@ class Pump(dramatiq.Middleware):
         self.thread: EventPump | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        def send(delivery_id: uuid.UUID) -> None:
-            broker.enqueue(deliver_webhook_message(settings, delivery_id))
+        def send(lot: list[uuid.UUID]) -> None:
+            broker.enqueue(deliver_webhook_message(settings, lot))
 
         self.thread = EventPump(settings, send)
         self.thread.start()
@@ -67,6 +67,7 @@ dramatiq.set_broker(broker)
     max_retries=0,
     time_limit=120_000,
 )
-def deliver_webhook(delivery_id: str) -> None:
-    """Send one webhook delivery and record its answer."""
-    deliver(settings, uuid.UUID(delivery_id))
+def deliver_webhook(*delivery_ids: str) -> None:
+    """Send a lot of one endpoint's deliveries and record their answers (a message of an
+    earlier version carries one)."""
+    deliver(settings, [uuid.UUID(delivery_id) for delivery_id in delivery_ids])
