@@ -50,10 +50,11 @@ def test_photoembed_dev_takes_a_photo_to_ready_and_stops_cleanly(tmp_path: Path,
         ) as client:
             wait_until(lambda: _ready(client), timeout=120)
 
-            # then an uploaded photo ends READY through its own worker
+            # then an uploaded photo ends READY through its own worker, within the 10 s the
+            # README promises a newcomer (3.7 s measured on a fresh home here)
             response = client.post("/photos", files={"file": ("a.jpg", encode(make_photo(901)))})
             assert response.status_code == 202, response.text
-            photo = wait_for_status(client, response.json()["id"], {"READY", "FAILED"}, 300)
+            photo = wait_for_status(client, response.json()["id"], {"READY", "FAILED"}, 10)
             assert photo["status"] == "READY", photo
     finally:
         # and Ctrl-C stops the API, the worker, Redis and Postgres
