@@ -15,14 +15,19 @@ import json
 import re
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
 
+from photoembed.config import Settings
 from photoembed.db import session_scope
 from photoembed.devstack import free_port
 from photoembed.events import record
 from photoembed.models import DEFAULT_LIBRARY_ID, EventType
+from photoembed.webhooks import endpoints
+from photoembed.webhooks.delivery import deliver
+from photoembed.webhooks.pump import pump_once
 
 
 class Arrivals:
@@ -70,6 +75,37 @@ def outbox_write_us(database_url: str, count: int = 2000, per_transaction: int =
     return 1e6 * (time.perf_counter() - began) / count
 
 
+def send_cpu_ms(settings: Settings, count: int = 300) -> float:
+    """Milliseconds of CPU (this thread's: the receiver has its own) of one webhook send, warm,
+    in the lots the pump hands over: `count` events to one endpoint, after a first round that
+    warms the process and sends what the outbox already held."""
+    receiver = Arrivals()
+    with session_scope(settings.database_url) as session:
+        made = endpoints.create(
+            session,
+            settings,
+            DEFAULT_LIBRARY_ID,
+            f"http://127.0.0.1:{receiver.port}/",
+            ["photo.ready"],
+        )
+    try:
+        for _ in range(2):
+            with session_scope(settings.database_url) as session:
+                for _ in range(count):
+                    record(session, DEFAULT_LIBRARY_ID, EventType.PHOTO_READY, {"photo_id": "p"})
+            lots: list[list[uuid.UUID]] = []
+            pump_once(settings, lots.append)
+            began = time.thread_time()
+            for lot in lots:
+                deliver(settings, lot)
+            cpu_ms = 1000 * (time.thread_time() - began) / max(1, sum(map(len, lots)))
+        return cpu_ms
+    finally:
+        receiver.close()
+        with session_scope(settings.database_url) as session:
+            endpoints.delete(session, made.webhook)
+
+
 def ready_times(database_url: str, ids: list[str]) -> dict[str, float]:
     """Each photo's READY time (epoch seconds, the database's clock: this machine's)."""
     with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
@@ -103,5 +139,6 @@ def print_events(result: dict[str, Any]) -> None:
         f"({100 * result['events_share_of_worker_cpu']:.1f}%; "
         f"{plain['events_process_cpu_ms_per_photo']} ms without a webhook); photo.ready at the "
         f"receiver {hooked['ready_to_receiver_s']['p50']} s after READY (p95 "
-        f"{hooked['ready_to_receiver_s']['p95']} s); an outbox row {result['outbox_write_us']} us"
+        f"{hooked['ready_to_receiver_s']['p95']} s); an outbox row {result['outbox_write_us']} us; "
+        f"a send {result['send_cpu_ms']} ms of CPU"
     )

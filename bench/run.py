@@ -1007,6 +1007,8 @@ def webhook_cost(stack: Stack, count: int, rounds: int = 4) -> dict[str, Any]:
         / result["with_webhook"]["worker_cpu_ms_per_photo"]
     )
     result["outbox_write_us"] = round(events_cost.outbox_write_us(stack.database_url), 1)
+    settings = stack.settings(encryption_key=key, webhook_allow_private=True)
+    result["send_cpu_ms"] = round(events_cost.send_cpu_ms(settings), 3)
     return result
 
 
