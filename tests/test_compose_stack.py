@@ -237,14 +237,20 @@ def test_the_face_stage_runs_in_the_stack(stack: ComposeStack) -> None:
 
 
 def test_worker_restart_mid_backlog_loses_nothing(stack: ComposeStack) -> None:
-    # given a backlog the worker is working through
-    ids = [stack.upload(100 + seed) for seed in range(24)]
+    # given a backlog of 96 photos waiting (uploaded while the worker was stopped: a worker
+    # running during the uploads kept up with them, and a stop then came after the work), and
+    # the worker started on it
+    stack.compose("stop", "worker")
+    try:
+        ids = [stack.upload(100 + seed) for seed in range(96)]
+    finally:
+        stack.compose("start", "worker")
     wait_until(lambda: "READY" in stack.statuses(ids).values(), timeout=300, interval=0.5)
     # when the worker container is stopped before it has finished, and started again
     stack.compose("stop", "worker")
     at_stop = list(stack.statuses(ids).values())
-    assert at_stop.count("READY") < len(ids), "the backlog was done before the stop"
     stack.compose("start", "worker")
+    assert at_stop.count("READY") < len(ids), "the backlog was done before the stop"
     # then every photo still ends READY, with one vector each
     stack.wait_all_ready(ids)
     assert all(len(stack.vector(photo_id)) == 512 for photo_id in ids)
