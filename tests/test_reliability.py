@@ -133,6 +133,35 @@ def test_redis_then_postgres_outage_during_a_run_ends_with_every_photo_ready(
     )
 
 
+def test_the_api_answers_503_with_retry_after_while_postgres_is_down(
+    settings, start_service, postgres
+):
+    # given the API serving lists and uploads
+    api_service = start_service("api", settings)
+    api_service.wait_for_log("Uvicorn running on", timeout=60)
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        headers={"Authorization": "Bearer test-key-1"},
+        timeout=30,
+    )
+    assert api.get("/photos").status_code == 200
+    # when Postgres stops
+    postgres.pg_ctl("stop")
+    try:
+        listed = api.get("/photos")
+        upload = api.post("/photos", files={"file": ("a.jpg", encode(make_photo(450)))})
+    finally:
+        postgres.pg_ctl("start")
+    # then each is told to come back later (503, Retry-After, a reason), never a 500
+    for answer in (listed, upload):
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) > 0
+        assert "database" in answer.json()["detail"]
+    assert "api.database_unavailable" in api_service.log
+    # and once it is back the same API process serves again
+    wait_until(lambda: api.get("/photos").status_code == 200, timeout=30, interval=0.5)
+
+
 def test_a_photo_that_kills_its_worker_every_time_ends_failed_after_its_attempts(
     settings, api, start_service
 ):

@@ -12,13 +12,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
 from photoembed.api.active_model import ActiveModel
-from photoembed.api.auth import KeyResolver, RequiresScope, route_scope
+from photoembed.api.auth import RETRY_AFTER_SECONDS, KeyResolver, RequiresScope, route_scope
 from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
@@ -37,12 +39,29 @@ from photoembed.api.routes import (
 from photoembed.api.routes.ui import STATIC_DIR
 from photoembed.config import Settings, get_settings
 from photoembed.db import set_pool_size
-from photoembed.logging import configure_logging
+from photoembed.logging import configure_logging, get_logger
 from photoembed.photos import storage_for
 from photoembed.queue import build_broker
 
 # Room for the multipart envelope around the file and the small form fields.
 _MULTIPART_OVERHEAD = 64 * 1024
+
+log = get_logger(__name__)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A database that does not answer (stopped, restarting, switching over) is a 503 the client
+    may retry after Retry-After, never a 500."""
+    log.warning(
+        "api.database_unavailable",
+        path=request.url.path,
+        error=f"{type(exc).__name__}: {exc}"[:300],
+    )
+    return JSONResponse(
+        {"detail": "the database does not answer now; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
         shown_limit=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLatency)
+    app.add_exception_handler(OperationalError, database_unavailable)
 
     routers = [
         health.router,
