@@ -350,3 +350,58 @@ def test_no_container_reached_the_hub(stack: ComposeStack) -> None:
     for trace in HUB_TRACES:
         assert trace not in logs, trace
     assert '"event": "selfcheck.passed"' in logs
+
+
+# The product's own Redis client, as every API and worker process builds it, run in the API's
+# container with REDIS_SENTINELS set: it writes a key and says which master took it.
+_SENTINEL_PROBE = (
+    "from photoembed.config import Settings\n"
+    "from photoembed.queue import redis_client\n"
+    "client = redis_client(Settings())\n"
+    "client.set('photoembed:ha-probe', 'written')\n"
+    "print(client.connection_pool.get_master_address()[0])\n"
+)
+SENTINELS = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+
+
+def test_the_ha_profile_promotes_the_replica_and_the_service_follows_it(
+    stack: ComposeStack, timings: dict[str, Any]
+) -> None:
+    # (last: it leaves Redis's master on the replica, and puts the first Redis back at the end)
+    # given the `ha` profile beside the running stack: a replica and three sentinels
+    stack.compose(
+        "--profile", "ha", "up", "-d", "--no-build",
+        "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3",
+    )  # fmt: skip
+
+    def probe() -> str | None:
+        try:
+            out = stack.compose(
+                "exec", "-T", "-e", f"REDIS_SENTINELS={SENTINELS}", "api", "python", "-c",
+                _SENTINEL_PROBE, timeout=60,
+            )  # fmt: skip
+        except AssertionError:
+            return None
+        return out.strip().splitlines()[-1]
+
+    def sentinels_see_the_replica() -> bool:
+        out = stack.compose(
+            "exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", "sentinel", "replicas",
+            "photoembed",
+        )  # fmt: skip
+        return "s_down" not in out and "slave" in out
+
+    first_master = wait_until(probe, timeout=120, interval=2)
+    wait_until(sentinels_see_the_replica, timeout=120, interval=2)
+    # when the master is killed
+    stack.compose("kill", "redis")
+    killed = time.perf_counter()
+    # then the sentinels promote the replica and the product's client writes to it
+    new_master = wait_until(lambda: (m := probe()) and m != first_master and m, timeout=120)
+    timings["ha_redis_killed_to_writes_on_new_master_s"] = round(time.perf_counter() - killed, 1)
+    assert new_master != first_master
+    # and the stack is put back as the other tests found it
+    stack.compose("--profile", "ha", "rm", "-s", "-f", "sentinel-1", "sentinel-2", "sentinel-3",
+                  "redis-replica")  # fmt: skip
+    stack.compose("start", "redis")
+    stack.wait_ready()

@@ -19,7 +19,15 @@ class Settings(BaseSettings):
     env: Literal["dev", "production"] = "production"
 
     database_url: str = "postgresql+psycopg://photoembed:photoembed@localhost:5432/photoembed"
+    # a streaming replica for searches and lists (docs/operations.md "Searches on a replica")
+    search_database_url: str = ""
     redis_url: str = "redis://localhost:6379/0"
+    # Redis through Sentinel (docs/operations.md "Redis with Sentinel"): the sentinels name the
+    # master; REDIS_URL then gives only its database number, user and password
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "photoembed"
+    redis_sentinel_password: SecretStr = SecretStr("")
+    redis_socket_timeout_seconds: float = Field(default=5.0, gt=0)
     storage_dir: Path = Path("./.photoembed/photos")
     storage_url: str = ""
     s3_endpoint_url: str = ""
@@ -110,12 +118,25 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "redis_sentinels", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"REDIS_SENTINELS: {address!r} is not host:port")
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.redis_sentinels]
 
     def check_api_keys(self) -> None:
         """The API refuses to start outside dev mode without real keys (the worker needs none)."""
@@ -135,6 +156,11 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
         return env
+
+    @property
+    def read_database_url(self) -> str:
+        """Where searches and lists read: the replica when one is set, else the primary."""
+        return self.search_database_url or self.database_url
 
     @property
     def storage_location(self) -> str:

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, text
+from psycopg.errors import ReadOnlySqlTransaction
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 POOL_OVERFLOW = 2  # the sweeper and the health check, beside the threads
@@ -26,9 +29,29 @@ def set_pool_size(size: int) -> None:
 
 @lru_cache(maxsize=4)
 def get_engine(database_url: str) -> Engine:
-    return create_engine(
+    """Connections are checked before use (a restarted or switched-over server is reconnected);
+    DATABASE_URL may name several hosts with target_session_attrs=read-write (libpq then connects
+    to whichever is the primary now)."""
+    engine = create_engine(
         database_url, pool_pre_ping=True, pool_size=_pool_size, max_overflow=POOL_OVERFLOW
     )
+    event.listen(engine, "handle_error", _demoted_primary_is_a_lost_connection)
+    return engine
+
+
+def _demoted_primary_is_a_lost_connection(context: ExceptionContext) -> None:
+    """After a switchover a pooled connection may still reach the old primary, now a standby,
+    where a write fails read-only (and SELECT 1 still passes the pre-ping). Treated as a lost
+    connection the pool is emptied, the next connection finds the new primary, and the error is
+    the OperationalError the API answers 503 and the worker retries."""
+    if isinstance(context.original_exception, ReadOnlySqlTransaction):
+        context.is_disconnect = True
+        raise OperationalError(
+            context.statement,
+            context.parameters,
+            context.original_exception,
+            connection_invalidated=True,
+        )
 
 
 @lru_cache(maxsize=4)
@@ -48,6 +71,20 @@ def session_scope(database_url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def replica_lag_seconds(database_url: str) -> float:
+    """How far a streaming replica is behind: 0 when it has replayed all the WAL it received
+    (or is no replica), else the age of the last transaction it replayed."""
+    with get_engine(database_url).connect() as connection:
+        lag = connection.execute(
+            text(
+                "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+                "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+            )
+        ).scalar_one()
+    return float(lag or 0)
 
 
 def ping(database_url: str) -> None:

@@ -153,11 +153,13 @@ def redis_server_binary() -> str:
 
 
 class LocalRedis:
-    """A redis-server process on a loopback port, append-only file in `data_dir`."""
+    """A redis-server process on a loopback port, append-only file in `data_dir`; with
+    `replica_of`, a replica of the server on that loopback port."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, replica_of: int | None = None):
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.replica_of = replica_of
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -176,6 +178,8 @@ class LocalRedis:
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
@@ -191,6 +195,14 @@ class LocalRedis:
                 time.sleep(0.05)
         log.info("redis.started", port=self.port, data_dir=str(self.data_dir))
         return self.url
+
+    def kill(self) -> None:
+        """SIGKILL, as a machine that dies: whatever it had not written or replicated is lost."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            log.info("redis.killed", port=self.port)
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from photoembed.api.active_model import ActiveModel
@@ -24,6 +25,7 @@ from photoembed.api.auth import RETRY_AFTER_SECONDS, KeyResolver, RequiresScope,
 from photoembed.api.latency import RequestLatency
 from photoembed.api.limits import BodySizeLimit
 from photoembed.api.queries import QueryEmbedder
+from photoembed.api.retry import DATABASE_UNAVAILABLE, RetryReadOnce
 from photoembed.api.routes import (
     events,
     faces,
@@ -51,14 +53,25 @@ log = get_logger(__name__)
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A database that does not answer (stopped, restarting, switching over) is a 503 the client
-    may retry after Retry-After, never a 500."""
+    may retry after Retry-After, never a 500 (a read is first run once more: `api.retry`)."""
+    setattr(request.state, DATABASE_UNAVAILABLE, True)
+    return _unavailable(request, exc, "database")
+
+
+async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The same for Redis (a Sentinel failover without a master yet), where a route needs it:
+    an upload does not (its message is sent later by the sweeper)."""
+    return _unavailable(request, exc, "broker")
+
+
+def _unavailable(request: Request, exc: Exception, dependency: str) -> JSONResponse:
     log.warning(
-        "api.database_unavailable",
+        f"api.{dependency}_unavailable",
         path=request.url.path,
         error=f"{type(exc).__name__}: {exc}"[:300],
     )
     return JSONResponse(
-        {"detail": "the database does not answer now; try again shortly"},
+        {"detail": f"the {dependency} does not answer now; try again shortly"},
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
@@ -93,8 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
         shown_limit=settings.max_upload_bytes,
     )
+    app.add_middleware(RetryReadOnce)
     app.add_middleware(RequestLatency)
     app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(RedisError, broker_unavailable)
 
     routers = [
         health.router,

@@ -38,6 +38,16 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def get_read_session(settings: SettingsDep) -> Iterator[Session]:
+    """A session on SEARCH_DATABASE_URL's replica (the primary when none is set), for lists that
+    may lag it by the replica's lag."""
+    with get_sessionmaker(settings.read_database_url)() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
+
 async def get_broker(request: Request) -> RedisBroker:
     broker: RedisBroker = request.app.state.broker
     return broker

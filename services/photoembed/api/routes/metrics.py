@@ -23,7 +23,7 @@ from photoembed import repository
 from photoembed.api.auth import operator
 from photoembed.api.readiness import probes
 from photoembed.config import Settings
-from photoembed.db import connection_usage, session_scope
+from photoembed.db import connection_usage, replica_lag_seconds, session_scope
 from photoembed.events import OutboxFigures, outbox_figures
 from photoembed.faces import store
 from photoembed.logging import get_logger
@@ -45,6 +45,7 @@ class _Reading:
     connections: tuple[int, int] | None = None  # (in use, max_connections)
     dead_letters: dict[str, int] | None = None  # by queue
     outbox: OutboxFigures | None = None
+    replica_lag_s: float | None = None
 
 
 class OperationsCollector(Collector):
@@ -78,6 +79,13 @@ class OperationsCollector(Collector):
                 reading.outbox = outbox_figures(session)
             usage = connection_usage(self.settings.database_url)
             reading.connections = (usage.in_use, usage.max_connections)
+        if self.settings.search_database_url:
+            try:
+                reading.replica_lag_s = replica_lag_seconds(self.settings.search_database_url)
+                reading.up["replica"] = True
+            except Exception as exc:
+                reading.up["replica"] = False
+                log.warning("metrics.dependency_down", dependency="replica", error=f"{exc!r}"[:300])
         if reading.up["broker"]:
             reading.dead_letters = {
                 queue: int(self.broker.client.zcard(f"{self.broker.namespace}:{queue}.XQ"))
@@ -93,7 +101,8 @@ class OperationsCollector(Collector):
             reading = self._reading
         up = GaugeMetricFamily(
             "photoembed_dependency_up",
-            "1 when the dependency answers the API (what /readyz decides), else 0.",
+            "1 when the dependency answers the API (what /readyz decides; the search replica, "
+            "when SEARCH_DATABASE_URL is set, is reported here only), else 0.",
             labels=["dependency"],
         )
         for name, answers in reading.up.items():
@@ -143,6 +152,13 @@ class OperationsCollector(Collector):
             for state, count in sorted(reading.outbox.webhooks.items()):
                 webhooks.add_metric([state], count)
             yield webhooks
+        if reading.replica_lag_s is not None:
+            yield GaugeMetricFamily(
+                "photoembed_replica_lag_seconds",
+                "How far SEARCH_DATABASE_URL's replica is behind the primary: 0 when it has "
+                "replayed all it received, else the age of the last transaction it replayed.",
+                value=reading.replica_lag_s,
+            )
         if reading.dead_letters is not None:
             yield _per_queue(
                 "photoembed_dead_letters",
@@ -172,7 +188,8 @@ def metrics(request: Request) -> Response:
     """Prometheus text format: uploads, status transitions, request latency, log events, and
     what the API reads outside itself (`photoembed_photos{status}`,
     `photoembed_oldest_pending_age_seconds{queue}`, `photoembed_dependency_up{dependency}`,
-    `photoembed_dead_letters{queue}`, `photoembed_db_connections`)."""
+    `photoembed_dead_letters{queue}`, `photoembed_db_connections`,
+    `photoembed_replica_lag_seconds`)."""
     state = request.app.state
     if not hasattr(state, "operations"):
         state.operations = CollectorRegistry()

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from photoembed import events, repository
 from photoembed.api.auth import ManageCaller, ReadCaller, UploadCaller
-from photoembed.api.deps import SessionDep, SettingsDep, StorageDep
+from photoembed.api.deps import ReadSessionDep, SessionDep, SettingsDep, StorageDep
 from photoembed.api.pagination import (
     CursorQuery,
     LimitQuery,
@@ -80,7 +80,7 @@ def create_person(person: PersonIn, session: SessionDep, caller: UploadCaller) -
 
 @router.get("", response_model=PersonPage)
 def list_persons(
-    session: SessionDep,
+    session: ReadSessionDep,
     caller: ReadCaller,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,

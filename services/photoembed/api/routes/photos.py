@@ -10,7 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from photoembed.api.auth import ManageCaller, ReadCaller, UploadCaller
-from photoembed.api.deps import ActiveModelDep, BrokerDep, SessionDep, SettingsDep, StorageDep
+from photoembed.api.deps import (
+    ActiveModelDep,
+    BrokerDep,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from photoembed.api.pagination import CursorQuery, LimitQuery, StatusQuery, photo_page
 from photoembed.api.schemas import (
     EmbeddingOut,
@@ -168,7 +175,7 @@ async def upload_photo(
 
 @router.get("", response_model=PhotoPage)
 def list_photos(
-    session: SessionDep,
+    session: ReadSessionDep,
     caller: ReadCaller,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,

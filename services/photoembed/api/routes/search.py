@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from photoembed.api.auth import Caller, ReadCaller
 from photoembed.api.deps import ActiveModelDep, QueryEmbedderDep, SettingsDep, StorageDep
@@ -139,21 +138,28 @@ def _embed_file(
     return embedder.embed_image(image)
 
 
+def _read_urls(settings: Settings) -> list[str]:
+    """Where a query's photo, person or face is looked up: the replica, then the primary, since
+    the replica may not have what was written a moment ago (a photo just made READY)."""
+    return list(dict.fromkeys([settings.read_database_url, settings.database_url]))
+
+
 def _stored_query(
     settings: Settings, caller: Caller, kind: str, query: SearchQuery, active_model: str | None
 ) -> QueryVector:
-    with session_scope(settings.database_url) as session:
-        if kind == "photo_id":
-            assert query.photo_id is not None
-            found = photo_query(session, caller.library_id, query.photo_id, active_model)
-            missing = f"photo {query.photo_id} has no vector (unknown or not READY)"
-        else:
-            assert query.person_id is not None
-            found = person_query(session, caller.library_id, query.person_id, active_model)
-            missing = f"person {query.person_id} has no READY photos"
-    if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
-    return found
+    for url in _read_urls(settings):
+        with session_scope(url) as session:
+            if kind == "photo_id":
+                assert query.photo_id is not None
+                found = photo_query(session, caller.library_id, query.photo_id, active_model)
+                missing = f"photo {query.photo_id} has no vector (unknown or not READY)"
+            else:
+                assert query.person_id is not None
+                found = person_query(session, caller.library_id, query.person_id, active_model)
+                missing = f"person {query.person_id} has no READY photos"
+        if found is not None:
+            return found
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
 
 
 def _face_query(
@@ -161,33 +167,37 @@ def _face_query(
 ) -> FaceQuery | None:
     """The faces to search by: the face asked for, or the person's faces (None: the person has
     none, and is searched by CLIP). 404 for a person or face the library does not have."""
-    with session_scope(settings.database_url) as session:
-        if kind == "face_id":
-            assert query.face_id is not None
-            found = face_query(session, caller.library_id, query.face_id)
-            if found is None:
-                raise HTTPException(
-                    status.HTTP_404_NOT_FOUND, detail=f"face {query.face_id} not found"
-                )
-            return found
-        if kind == "person_id":
-            assert query.person_id is not None
-            _person_or_404(session, caller, query.person_id)
-            return person_face_query(session, caller.library_id, query.person_id)
-    return None
+    if kind not in ("face_id", "person_id"):
+        return None
+    for url in _read_urls(settings):
+        with session_scope(url) as session:
+            if kind == "face_id":
+                assert query.face_id is not None
+                found = face_query(session, caller.library_id, query.face_id)
+                if found is not None:
+                    return found
+            else:
+                assert query.person_id is not None
+                if person_of(session, caller.library_id, query.person_id) is not None:
+                    return person_face_query(session, caller.library_id, query.person_id)
+    missing = f"face {query.face_id}" if kind == "face_id" else f"person {query.person_id}"
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{missing} not found")
 
 
-def _person_or_404(session: Session, caller: Caller, person_id: uuid.UUID) -> None:
-    if person_of(session, caller.library_id, person_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+def _person_known_or_404(settings: Settings, caller: Caller, person_id: uuid.UUID) -> None:
+    for url in _read_urls(settings):
+        with session_scope(url) as session:
+            if person_of(session, caller.library_id, person_id) is not None:
+                return
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
 
 
 def _rank(
     settings: Settings, caller: Caller, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
-    with session_scope(settings.database_url) as session:
-        if query.filter_person_id is not None:
-            _person_or_404(session, caller, query.filter_person_id)
+    if query.filter_person_id is not None:
+        _person_known_or_404(settings, caller, query.filter_person_id)
+    with session_scope(settings.read_database_url) as session:
         scan = ScanSettings.configured(settings.search_ef_search)
         if isinstance(vector, FaceQuery):
             return search_by_face(
