@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from photoembed.devstack import free_port
 from photoembed.samples import encode, make_photo
 from tests.conftest import TEST_API_KEY, Services, new_database, stack_settings, start_api
 from tests.ha import PostgresWithStandby, RedisWithSentinels
-from tests.helpers import wait_until
+from tests.helpers import statuses, wait_until
 
 CLIENTS = 4
 PHOTOS = 500
@@ -106,11 +107,7 @@ def _ready_events(database_url: str, ids: list[str]) -> dict[str, int]:
 
 
 def _statuses(database_url: str, ids: list[str]) -> dict[str, int]:
-    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM photos WHERE id = ANY(%s::uuid[]) GROUP BY 1", (ids,)
-        ).fetchall()
-    return dict(rows)
+    return dict(Counter(statuses(database_url, ids).values()))
 
 
 @pytest.mark.slow
