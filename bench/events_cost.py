@@ -1,5 +1,5 @@
-"""`make bench`'s measurement of events and webhooks (run.py's `webhook_cost` starts the services and
-calls these): what the outbox and the webhooks' dispatcher cost the photos.
+"""`make bench`'s measurement of events and webhooks (`webhook_cost`, which run.py calls): what the
+outbox and the webhooks' dispatcher cost the photos.
 
 A backlog of photos drained (first READY to last, the worker's defaults) with no webhook and with
 one registered to a receiver on this machine, alternating rounds (each side keeps its best, as the
@@ -11,23 +11,43 @@ process, what writing one event costs Postgres (the outbox row, in the transacti
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
+import statistics
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from typing import Any
 
+import psutil
 import psycopg
+from harness import (
+    CPU_MIX,
+    REPO,
+    Stack,
+    client_for,
+    cpu_seconds,
+    percentile,
+    photo_set,
+    start_api,
+    upload_all,
+    wait_ready,
+)
+from pydantic import SecretStr
 
 from photoembed.config import Settings
 from photoembed.db import session_scope
-from photoembed.devstack import free_port
+from photoembed.devstack import (
+    free_port,
+)
 from photoembed.events import record
 from photoembed.models import DEFAULT_LIBRARY_ID, EventType
 from photoembed.webhooks import endpoints
 from photoembed.webhooks.delivery import deliver
 from photoembed.webhooks.pump import pump_once
+from photoembed.webhooks.secrets import new_encryption_key
 
 
 class Arrivals:
@@ -119,7 +139,6 @@ def ready_times(database_url: str, ids: list[str]) -> dict[str, float]:
 
 def events_process(supervisor: int) -> int:
     """The worker's events process among the supervisor's children."""
-    import psutil
 
     for child in psutil.Process(supervisor).children(recursive=True):
         if "photoembed.worker.event_actors" in " ".join(child.cmdline()):
@@ -142,3 +161,94 @@ def print_events(result: dict[str, Any]) -> None:
         f"{hooked['ready_to_receiver_s']['p95']} s); an outbox row {result['outbox_write_us']} us; "
         f"a send {result['send_cpu_ms']} ms of CPU"
     )
+
+
+def webhook_cost(stack: Stack, count: int, rounds: int = 4) -> dict[str, Any]:
+    """A backlog of twice `count` photos (a drain of a few seconds) drained with no webhook and
+    with one (bench/py), alternating. Besides the drain (best of the rounds, as
+    elsewhere; a few seconds of it move by some percent from round to round), the CPU the whole
+    worker spent a photo from its start to the last READY (and the last delivery), and the
+    events process's part of it (mean of the rounds): the steadier measure of what the outbox
+    and the webhooks cost."""
+    photos = photo_set(REPO / ".cache" / "bench-photos", CPU_MIX, 2 * count)
+    result: dict[str, Any] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {"with_webhook": [], "without_webhook": []}
+    key = SecretStr(new_encryption_key())
+    for _round, hooked in itertools.product(range(rounds), (False, True)):
+        settings = stack.settings(encryption_key=key, webhook_allow_private=True)
+        receiver = Arrivals()
+        with ExitStack() as running:
+            running.callback(receiver.close)
+            start_api(stack, settings, "api-events", running)
+            client = client_for(settings)
+            if hooked:
+                made = client.post(
+                    "/webhooks",
+                    json={"url": f"http://127.0.0.1:{receiver.port}/", "events": ["photo.ready"]},
+                )
+                made.raise_for_status()
+            ids, _ = upload_all(client, photos, clients=16)
+            worker = stack.start("worker", settings, "worker-events")
+            running.callback(worker.stop)
+            worker.wait_for_log("Worker process is ready", timeout=300)
+            # the CPU from here (a start, and a model exported on the first, is not the photos')
+            worker.wait_for_log("selfcheck.passed", timeout=300)
+            worker_pid = worker.process.pid if worker.process else 0
+            events_pid = events_process(worker_pid)
+            booted = cpu_seconds(worker_pid), cpu_seconds(events_pid)
+            ready = wait_ready(settings, ids, timeout=1800)
+            if hooked:
+                deadline = time.monotonic() + 300
+                while set(ids) - set(receiver.at) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                client.delete(f"/webhooks/{made.json()['id']}")
+            worker_cpu = cpu_seconds(worker_pid) - booted[0]
+            events_cpu = cpu_seconds(events_pid) - booted[1]
+        side = "with_webhook" if hooked else "without_webhook"
+        cpu[side].append((worker_cpu / len(ids), events_cpu / len(ids)))
+        times = sorted(at for at, _ in ready)
+        ready_at = ready_times(settings.database_url, ids)
+        drain = (len(times) - 1) / max(1e-9, times[-1] - times[0])
+        result.setdefault(f"{side}_rounds", []).append(round(drain, 2))
+        if drain < result.get(side, {}).get("drain_photos_per_s", 0.0):
+            continue
+        result[side] = {"drain_photos_per_s": drain}
+        if hooked:
+            late = [receiver.at[p] - ready_at[p] for p in ids if p in receiver.at and p in ready_at]
+            result[side].update(
+                {
+                    "delivered": len(late),
+                    "ready_to_receiver_s": {
+                        "p50": round(percentile(late, 50), 2),
+                        "p95": round(percentile(late, 95), 2),
+                    },
+                }
+            )
+    for side, measured in cpu.items():
+        result[side]["worker_cpu_ms_per_photo"] = round(
+            1000 * statistics.mean(total for total, _ in measured), 2
+        )
+        result[side]["events_process_cpu_ms_per_photo"] = round(
+            1000 * statistics.mean(events for _, events in measured), 2
+        )
+    result["with_vs_without"] = (
+        result["with_webhook"]["drain_photos_per_s"]
+        / result["without_webhook"]["drain_photos_per_s"]
+    )
+    result["with_vs_without_mean_of_rounds"] = statistics.mean(
+        result["with_webhook_rounds"]
+    ) / statistics.mean(result["without_webhook_rounds"])
+    # the worker's CPU a photo with the webhook over without it, and the events process's
+    # share of the worker's CPU with the webhook (the outbox's numbering and the sends)
+    result["cpu_with_vs_without"] = (
+        result["with_webhook"]["worker_cpu_ms_per_photo"]
+        / result["without_webhook"]["worker_cpu_ms_per_photo"]
+    )
+    result["events_share_of_worker_cpu"] = (
+        result["with_webhook"]["events_process_cpu_ms_per_photo"]
+        / result["with_webhook"]["worker_cpu_ms_per_photo"]
+    )
+    result["outbox_write_us"] = round(outbox_write_us(stack.database_url), 1)
+    settings = stack.settings(encryption_key=key, webhook_allow_private=True)
+    result["send_cpu_ms"] = round(send_cpu_ms(settings), 3)
+    return result

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from run import REPO, Stack, _libpq_url
+from harness import REPO, Stack, libpq_url
 from scale import vector_writes
 from scale_search import LIMIT, exact_top, percentiles, recall_summary
 
@@ -86,7 +86,7 @@ def main() -> int:
     output = REPO / "bench" / f"hnsw-trial-{args.photos}.json"
     results: dict[str, Any] = {"photos": args.photos}
     with tempfile.TemporaryDirectory(prefix="photoembed-scale-") as tmp, Stack(Path(tmp)) as stack:
-        url = _libpq_url(stack.database_url)
+        url = libpq_url(stack.database_url)
         library = seed_library(url, args.photos, clip_model=MODEL, face_model="trial-faces")
         rng = np.random.default_rng(1)
         queries = [int(i) for i in rng.choice(library.photos, 400, replace=False)]

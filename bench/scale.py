@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import psutil
 import psycopg
+from harness import REPO, Stack, libpq_url, start_api
 from pgvector.psycopg import register_vector
-from run import REPO, Stack, _libpq_url, start_api
 from scale_recluster import recluster_while_uploading, seed_unplaced
 from scale_search import library_key, percentiles, sql_ef_sweep, text_tower, through_api
 
@@ -84,7 +84,7 @@ def vector_writes(
     HNSW insert is the part that grows with the library); removed after."""
     rng = np.random.default_rng(7)
     times, ids = [], []
-    with psycopg.connect(_libpq_url(database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         register_vector(conn)
         for n in range(count):
             photo_id = uuid.uuid4()
@@ -132,7 +132,7 @@ def memory(api_pid: int, postgres_dir: Path) -> dict[str, float]:
 
 
 def sizes(stack: Stack) -> dict[str, Any]:
-    with psycopg.connect(_libpq_url(stack.database_url)) as conn:
+    with psycopg.connect(libpq_url(stack.database_url)) as conn:
         rows = conn.execute(
             "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
             "WHERE c.relname IN ('photos', 'embeddings', 'faces') "
@@ -174,7 +174,7 @@ def main() -> int:
         if clip_model is None:
             raise SystemExit("the model's identity is unknown: see the log above")
         face_identity = face_model(settings).load().identity
-        url = _libpq_url(stack.database_url)
+        url = libpq_url(stack.database_url)
         counts = tenant_sizes(args.photos, args.libraries, min(args.largest, args.photos))
         print(f"seeding {args.photos} photos in {len(counts)} libraries ...", flush=True)
         libraries = seed_libraries(
