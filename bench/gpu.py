@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from decoding import decode_parity, measure_cpu_decode
 from harness import GPU_MIX, REPO, Stack, photo_set
 from PIL import Image
 from pipeline import (
-    decode_parity,
     measure_ceiling,
-    measure_cpu_decode,
     measure_drain,
     measure_ingest,
     measure_naive,
