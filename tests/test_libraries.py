@@ -48,11 +48,18 @@ def _libpq(url: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, postgres, redis_server, model_cache):
-    """An API and a worker with the face stage on a database of their own; the test client
-    holds an operator key (API_KEYS)."""
+    """An API and a worker with the face stage on a database of their own, searches and lists
+    through SEARCH_DATABASE_URL; the test client holds an operator key (API_KEYS)."""
     folder = tmp_path_factory.mktemp("libraries")
+    database_url = new_database(postgres, "tenants")
     settings = stack_settings(folder, postgres, redis_server, model_cache).model_copy(
-        update={"database_url": new_database(postgres, "tenants"), "faces_enabled": True}
+        update={
+            "database_url": database_url,
+            # searches and lists take the replica's path (a lookup there, then on the primary):
+            # the same database under a second URL, so every library check runs on both reads
+            "search_database_url": f"{database_url}&application_name=search-replica",
+            "faces_enabled": True,
+        }
     )
     with running_stack(settings, folder) as operator:
         yield settings, operator, folder
@@ -192,6 +199,7 @@ def _requests(me: Tenant, other: Ids) -> list[tuple[str, str, str, dict[str, Any
         ("GET", f"/faces/{other.face}/thumbnail", other.face, {}),
         ("PATCH", f"/faces/{other.face}", other.face, {"json": {"person_id": None}}),
         ("PATCH", f"/faces/{me.face}", other.named, {"json": {"person_id": other.named}}),
+        ("GET", f"/photos?person_id={other.named}", other.named, {}),
         ("GET", f"/persons/{other.named}", other.named, {}),
         ("GET", f"/persons/{other.grouped}/photos", other.grouped, {}),
         ("PATCH", f"/persons/{other.named}", other.named, {"json": {"name": "taken"}}),

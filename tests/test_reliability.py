@@ -14,6 +14,7 @@ import pytest
 
 from photoembed.config import Settings
 from photoembed.devstack import ServiceProcess
+from tests.conftest import start_api
 from tests.helpers import (
     embeddings_per_photo,
     encode,
@@ -95,13 +96,8 @@ def test_redis_then_postgres_outage_during_a_run_ends_with_every_photo_ready(
     settings, start_service, redis_server, postgres
 ):
     settings = _resilient(settings)
-    api_service = start_service("api", settings)
-    api_service.wait_for_log("Uvicorn running on", timeout=60)
-    api = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": "Bearer test-key-1"},
-        timeout=30,
-    )
+    api = start_api(settings, start_service)
+    api_service = start_service.started[-1]
     worker = start_service("worker", settings)
     worker.wait_for_log("selfcheck.passed")
 
@@ -137,13 +133,8 @@ def test_the_api_answers_503_with_retry_after_while_postgres_is_down(
     settings, start_service, postgres
 ):
     # given the API serving lists and uploads
-    api_service = start_service("api", settings)
-    api_service.wait_for_log("Uvicorn running on", timeout=60)
-    api = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": "Bearer test-key-1"},
-        timeout=30,
-    )
+    api = start_api(settings, start_service)
+    api_service = start_service.started[-1]
     assert api.get("/photos").status_code == 200
     # when Postgres stops
     postgres.pg_ctl("stop")

@@ -13,6 +13,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_API_KEY = "change-me"
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"REDIS_SENTINELS: {address!r} is not host:port")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -129,14 +136,12 @@ class Settings(BaseSettings):
     @classmethod
     def _sentinels_are_host_port(cls, value: list[str]) -> list[str]:
         for address in value:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"REDIS_SENTINELS: {address!r} is not host:port")
+            _host_port(address)
         return value
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.redis_sentinels]
+        return [_host_port(address) for address in self.redis_sentinels]
 
     def check_api_keys(self) -> None:
         """The API refuses to start outside dev mode without real keys (the worker needs none)."""

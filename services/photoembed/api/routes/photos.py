@@ -19,6 +19,7 @@ from photoembed.api.deps import (
     StorageDep,
 )
 from photoembed.api.pagination import CursorQuery, LimitQuery, StatusQuery, photo_page
+from photoembed.api.reads import person_known_or_404
 from photoembed.api.schemas import (
     EmbeddingOut,
     ErrorOut,
@@ -176,6 +177,7 @@ async def upload_photo(
 @router.get("", response_model=PhotoPage)
 def list_photos(
     session: ReadSessionDep,
+    settings: SettingsDep,
     caller: ReadCaller,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -183,7 +185,10 @@ def list_photos(
     person_id: Annotated[uuid.UUID | None, Query(description="Only this person's photos")] = None,
 ) -> PhotoPage:
     """Photos, newest first, a page at a time: pass `next_cursor` as `cursor` for the next page
-    (pages stay stable while photos are added). `model` is left out of list items."""
+    (pages stay stable while photos are added). `model` is left out of list items. A `person_id`
+    the library does not have is a 404."""
+    if person_id is not None:
+        person_known_or_404(settings, caller.library_id, person_id)
     return photo_page(session, caller.library_id, limit, cursor, photo_status, person_id)
 
 

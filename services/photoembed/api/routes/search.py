@@ -6,7 +6,6 @@ image (the page, curl -F); both take the same fields and give the same answer.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from photoembed.api.auth import Caller, ReadCaller
 from photoembed.api.deps import ActiveModelDep, QueryEmbedderDep, SettingsDep, StorageDep
 from photoembed.api.queries import QueryEmbedder
+from photoembed.api.reads import first_found, person_known_or_404
 from photoembed.api.schemas import ErrorOut, SearchHitOut, SearchOut, SearchQuery
 from photoembed.api.uploads import FILE_FIELD, receive_form
 from photoembed.clip.errors import ModelLoadError
@@ -138,28 +138,23 @@ def _embed_file(
     return embedder.embed_image(image)
 
 
-def _read_urls(settings: Settings) -> list[str]:
-    """Where a query's photo, person or face is looked up: the replica, then the primary, since
-    the replica may not have what was written a moment ago (a photo just made READY)."""
-    return list(dict.fromkeys([settings.read_database_url, settings.database_url]))
-
-
 def _stored_query(
     settings: Settings, caller: Caller, kind: str, query: SearchQuery, active_model: str | None
 ) -> QueryVector:
-    for url in _read_urls(settings):
-        with session_scope(url) as session:
-            if kind == "photo_id":
-                assert query.photo_id is not None
-                found = photo_query(session, caller.library_id, query.photo_id, active_model)
-                missing = f"photo {query.photo_id} has no vector (unknown or not READY)"
-            else:
-                assert query.person_id is not None
-                found = person_query(session, caller.library_id, query.person_id, active_model)
-                missing = f"person {query.person_id} has no READY photos"
-        if found is not None:
-            return found
-    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
+    library = caller.library_id
+    if kind == "photo_id":
+        assert query.photo_id is not None
+        photo_id = query.photo_id
+        found = first_found(settings, lambda s: photo_query(s, library, photo_id, active_model))
+        missing = f"photo {photo_id} has no vector (unknown or not READY)"
+    else:
+        assert query.person_id is not None
+        person_id = query.person_id
+        found = first_found(settings, lambda s: person_query(s, library, person_id, active_model))
+        missing = f"person {person_id} has no READY photos"
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
+    return found
 
 
 def _face_query(
@@ -167,36 +162,37 @@ def _face_query(
 ) -> FaceQuery | None:
     """The faces to search by: the face asked for, or the person's faces (None: the person has
     none, and is searched by CLIP). 404 for a person or face the library does not have."""
-    if kind not in ("face_id", "person_id"):
-        return None
-    for url in _read_urls(settings):
-        with session_scope(url) as session:
-            if kind == "face_id":
-                assert query.face_id is not None
-                found = face_query(session, caller.library_id, query.face_id)
-                if found is not None:
-                    return found
-            else:
-                assert query.person_id is not None
-                if person_of(session, caller.library_id, query.person_id) is not None:
-                    return person_face_query(session, caller.library_id, query.person_id)
-    missing = f"face {query.face_id}" if kind == "face_id" else f"person {query.person_id}"
-    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{missing} not found")
-
-
-def _person_known_or_404(settings: Settings, caller: Caller, person_id: uuid.UUID) -> None:
-    for url in _read_urls(settings):
-        with session_scope(url) as session:
-            if person_of(session, caller.library_id, person_id) is not None:
-                return
-    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+    library = caller.library_id
+    if kind == "face_id":
+        assert query.face_id is not None
+        face_id = query.face_id
+        found = first_found(settings, lambda s: face_query(s, library, face_id))
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"face {face_id} not found")
+        return found
+    if kind == "person_id":
+        assert query.person_id is not None
+        person_id = query.person_id
+        # a tuple, since a known person without faces is None inside it
+        faces = first_found(
+            settings,
+            lambda s: (
+                (person_face_query(s, library, person_id),)
+                if person_of(s, library, person_id)
+                else None
+            ),
+        )
+        if faces is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"person {person_id} not found")
+        return faces[0]
+    return None
 
 
 def _rank(
     settings: Settings, caller: Caller, vector: QueryVector | FaceQuery, query: SearchQuery
 ) -> list[SearchHit]:
     if query.filter_person_id is not None:
-        _person_known_or_404(settings, caller, query.filter_person_id)
+        person_known_or_404(settings, caller.library_id, query.filter_person_id)
     with session_scope(settings.read_database_url) as session:
         scan = ScanSettings.configured(settings.search_ef_search)
         if isinstance(vector, FaceQuery):
