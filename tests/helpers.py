@@ -12,9 +12,11 @@ __all__ = [
     "settings_env",
 ]
 
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -24,6 +26,16 @@ from photoembed.clip.weights_files import ensure_random_weights as random_weight
 from photoembed.clip.weights_files import seed_hf_cache
 from photoembed.devstack import ServiceProcess, settings_env
 from photoembed.samples import encode, make_photo
+
+
+def packages_of(image: Literal["api", "worker"]) -> dict[str, str]:
+    """Environment for a child process that has only the packages of that image installed (the
+    API's, or the CPU worker's without torch): tests/torchless/sitecustomize.py."""
+    torchless = str(Path(__file__).with_name("torchless"))
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [torchless, os.environ.get("PYTHONPATH")])),
+        "PHOTOEMBED_TEST_IMAGE": image,
+    }
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 120.0, interval: float = 0.25) -> Any:

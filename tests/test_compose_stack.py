@@ -3,7 +3,7 @@
 `make compose-up-test` prepares the engine (podman with its Docker API socket), the stand-in base
 images and the project's images, then runs this module (`pytest -m compose`); `make test` leaves it
 out. The stack is docker-compose.yml as shipped, with tests/compose/compose.test.yml on top for
-what only a test needs: its API key and its model cache where the baked weights would be.
+what only a test needs: its API key, and the model files the images would have baked in.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,7 +44,8 @@ def _free_port() -> int:
 
 
 class ComposeStack:
-    def __init__(self, model_cache: Path, port: int) -> None:
+    def __init__(self, api_models: Path, worker_models: Path, port: int) -> None:
+        self.worker_models = worker_models
         self.port = port
         self.prometheus_port = _free_port()
         self.alertmanager_port = _free_port()
@@ -55,7 +57,8 @@ class ComposeStack:
             "PROMETHEUS_PUBLISHED_PORT": str(self.prometheus_port),
             "ALERTMANAGER_PUBLISHED_PORT": str(self.alertmanager_port),
             "COMPOSE_TEST_API_KEY": self.api_key,
-            "COMPOSE_TEST_MODEL_CACHE": str(model_cache),
+            "COMPOSE_TEST_API_MODELS": str(api_models),
+            "COMPOSE_TEST_WORKER_MODELS": str(worker_models),
         }
         self.earlier_logs = ""  # what containers said before a `down` removed them
         self.client = httpx.Client(
@@ -64,7 +67,8 @@ class ComposeStack:
             timeout=60,
         )
 
-    def compose(self, *args: str, timeout: float = 900) -> str:
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """`docker-compose <args>` on this stack, whatever its exit status."""
         command = [
             "docker-compose",
             "-p",
@@ -75,9 +79,12 @@ class ComposeStack:
             "tests/compose/compose.test.yml",
             *args,
         ]
-        done = subprocess.run(
+        return subprocess.run(
             command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
         )
+
+    def compose(self, *args: str, timeout: float = 900) -> str:
+        done = self.run(*args, timeout=timeout)
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -130,24 +137,66 @@ class ComposeStack:
         vector: list[float] = response.json()["vector"]
         return vector
 
+    def installed(self, service: str, *modules: str) -> list[str]:
+        """Which of `modules` the running `service`'s container has installed."""
+        found = self.compose(
+            "exec", "-T", service, "python", "-c",
+            "import importlib.util as u, json, sys; "
+            "print(json.dumps([m for m in sys.argv[1:] if u.find_spec(m)]))", *modules,
+        )  # fmt: skip
+        listed: list[str] = json.loads(found)
+        return listed
+
     def logs(self) -> str:
         return self.earlier_logs + self.compose("logs", "--no-color", timeout=120)
+
+
+def baked_models(folder: Path, model_cache: Path) -> tuple[Path, Path]:
+    """What the model stage of Dockerfile.worker bakes into the API's and the worker's /models with
+    DOWNLOAD_MODEL=1, made by its commands from the test's weights (the images here are built
+    without them): the ONNX towers with their manifest for the API; the image tower, manifest and
+    the torch model's self-check reference for the worker. Not the weights."""
+    weights = folder / "weights"
+    shutil.copytree(model_cache, weights, symlinks=True)
+    env = {
+        **os.environ,
+        "CLIP_CACHE_DIR": str(weights),
+        "CLIP_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    for runtime, command in (("onnx", ["model", "onnx"]), ("torch", ["selfcheck", "--record"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "photoembed.cli", *command],
+            env={**env, "EMBED_RUNTIME": runtime},
+            cwd=folder,  # no .env of the repository's
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    api, worker = folder / "api", folder / "worker"
+    shutil.copytree(weights / "onnx", api / "onnx")
+    # the model stage's /models/image-onnx: no text tower, no tokenizer
+    not_the_workers = shutil.ignore_patterns("*-text.onnx*", "*.txt.gz")
+    shutil.copytree(weights / "onnx", worker / "onnx", ignore=not_the_workers)
+    shutil.copytree(weights / "references", worker / "references")
+    # the containers run as uid 10001
+    for path in [folder, *api.rglob("*"), *worker.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    return api, worker
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[ComposeStack]:
     if shutil.which("docker-compose") is None or not Path("/run/podman/podman.sock").exists():
         pytest.fail("run `make compose-up-test`: it prepares the engine and builds the images")
-    # The containers run as uid 10001 and export the ONNX image tower into the cache on first start.
-    cache = tmp_path_factory.mktemp("compose-models") / "models"
-    shutil.copytree(model_cache, cache, symlinks=True)
-    for path in [cache, *cache.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)
+    api_models, worker_models = baked_models(tmp_path_factory.mktemp("compose-models"), model_cache)
     env_file = REPO / ".env"
     made_env_file = not env_file.exists()
     if made_env_file:  # what a newcomer does: copy the example unchanged
         shutil.copy(REPO / ".env.example", env_file)
-    running = ComposeStack(cache, _free_port())
+    running = ComposeStack(api_models, worker_models, _free_port())
     running.compose("down", "-v", "--remove-orphans")
     try:
         yield running
@@ -209,12 +258,36 @@ def test_search_by_text_and_by_photo(stack: ComposeStack) -> None:
     assert by_photo.json()["results"][0]["photo_id"] == ids[0]
     assert by_photo.json()["results"][0]["similarity"] > 0.999
     # and the API that answered has no torch, OpenCLIP or face model installed at all
-    installed = stack.compose(
-        "exec", "-T", "api", "python", "-c",
-        "import importlib.util as u; print([m for m in ('torch', 'open_clip', 'transformers',"
-        " 'dlib', 'ai_edge_litert', 'onnx') if u.find_spec(m)])",
+    assert (
+        stack.installed(
+            "api", "torch", "open_clip", "transformers", "dlib", "ai_edge_litert", "onnx"
+        )
+        == []
+    )
+
+
+def test_the_cpu_worker_image_has_no_torch_and_refuses_a_model_it_was_not_built_for(
+    stack: ComposeStack, timings: dict[str, Any]
+) -> None:
+    # given the running worker (it embedded the photos above, and finds faces below)
+    # then its image has no torch, torchvision, OpenCLIP or transformers installed
+    assert stack.installed("worker", "torch", "torchvision", "open_clip", "transformers") == []
+    # and the image with what its model stage bakes in (mounted here) is at most 1.5 GB
+    inspected = subprocess.run(
+        ["podman", "image", "inspect", "photoembed-worker", "--format", "{{.Size}}"],
+        capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert installed.strip() == "[]"
+    baked = sum(p.stat().st_size for p in stack.worker_models.rglob("*") if p.is_file())
+    timings["worker_image_mb"] = round(int(inspected.stdout) / 1e6)
+    timings["worker_image_with_models_mb"] = round((int(inspected.stdout) + baked) / 1e6)
+    assert int(inspected.stdout) + baked <= 1.5e9, timings
+    # and its self-check refuses GELU for these QuickGELU weights, naming the fix
+    refused = stack.run(
+        "exec", "-T", "-e", "CLIP_QUICK_GELU=false", "worker", "photoembed", "selfcheck"
+    )
+    assert refused.returncode == 1
+    assert "no ONNX export of ViT-B-32 (openai, CLIP_QUICK_GELU=false)" in refused.stderr
+    assert "CLIP_QUICK_GELU (auto: the weights' own activation)" in refused.stderr
 
 
 def test_the_face_stage_runs_in_the_stack(stack: ComposeStack) -> None:

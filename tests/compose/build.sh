@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the project's images (targets api and worker) from the unchanged Dockerfile.worker with
-# podman, as docker-compose.yml names them. Here no hub and no PyTorch index can be reached, so
+# Builds the project's images (targets api, worker and worker-cuda) from the unchanged
+# Dockerfile.worker with podman, as docker-compose.yml names them. Here no hub and no PyTorch index can be reached, so
 # the build arguments take torch from this machine's wheel folders (wheel_index.py) and skip the
 # weights download (the test mounts its model cache). Writes build times and image sizes to
 # test-artifacts/compose-build.json.
@@ -20,15 +20,17 @@ fi
 
 mkdir -p test-artifacts
 results="{"
-for target in api worker; do
+# target:image (the gpu profile's worker is the worker-cuda target)
+for build in api:photoembed-api worker:photoembed-worker worker-cuda:photoembed-worker-gpu; do
+    target=${build%%:*} image=${build#*:}
     started=$(date +%s)
     podman build --network host -f Dockerfile.worker --target "$target" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" --build-arg DOWNLOAD_MODEL=0 \
-        -t "photoembed-$target" . >"test-artifacts/compose-build-$target.log" 2>&1 ||
+        -t "$image" . >"test-artifacts/compose-build-$target.log" 2>&1 ||
         { tail -40 "test-artifacts/compose-build-$target.log"; exit 1; }
     seconds=$(( $(date +%s) - started ))
-    size=$(podman image inspect "photoembed-$target" --format '{{.Size}}')
-    echo "built photoembed-$target in ${seconds}s, $(( size / 1000000 )) MB"
+    size=$(podman image inspect "$image" --format '{{.Size}}')
+    echo "built $image in ${seconds}s, $(( size / 1000000 )) MB"
     results+="\"$target\": {\"build_seconds\": $seconds, \"size_bytes\": $size},"
 done
 # The monitoring profile's image: Prometheus and Alertmanager from Debian's packages.

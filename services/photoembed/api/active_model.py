@@ -1,6 +1,6 @@
 """The configured model's identity, which reads and searches compare stored vectors with.
 
-The towers manifest that `photoembed model onnx` writes names it (`clip.runtimes.onnx_text`), and
+The towers manifest that `photoembed model onnx` writes names it (`clip.runtimes.towers`), and
 reading it needs no torch. Without a manifest, working it out needs OpenCLIP's metadata (and so
 torch), which the API process never imports: `photoembed model info` runs once in a child
 process, started with the app, and the first request that needs the answer waits for it. None
@@ -17,7 +17,7 @@ import sys
 import threading
 from concurrent.futures import Future
 
-from photoembed.clip.runtimes.onnx_text import read_manifest
+from photoembed.clip.runtimes.towers import read_manifest
 from photoembed.config import Settings
 from photoembed.logging import get_logger
 

