@@ -326,3 +326,12 @@ def upload_all(client: httpx.Client, photos: list[Path], clients: int) -> tuple[
     with ThreadPoolExecutor(clients) as pool:
         ids = list(pool.map(lambda p: upload(client, p), photos))
     return ids, len(photos) / (time.perf_counter() - started)
+
+
+def burst_seconds(settings: Settings, client: httpx.Client, burst: list[Path]) -> float:
+    """A user's burst: `burst` uploaded all at once to the warm service once it is idle again;
+    seconds from the first upload to the last READY."""
+    time.sleep(2)  # the worker idle again, as between a user's uploads
+    started = time.time()  # READY times come from Postgres's clock: the epoch, this machine's
+    ids, _ = upload_all(client, burst, clients=len(burst))
+    return max(at for at, _ in wait_ready(settings, ids)) - started

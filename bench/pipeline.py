@@ -11,7 +11,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import psutil
 from decoding import decode_parity, stage_cpu_ms
@@ -22,6 +21,7 @@ from harness import (
     PeakRss,
     Profiler,
     Stack,
+    burst_seconds,
     client_for,
     cpu_seconds,
     database_cpu_seconds,
@@ -113,7 +113,7 @@ def measure_service(
         threads_after = thread_cpu_seconds(worker.process.pid)
         hottest = profiler.stop() if profiler else []
         stages = worker_stages(settings.metrics_port)
-        burst_s = _burst_seconds(settings, client, burst) if burst else None
+        burst_s = burst_seconds(settings, client, burst) if burst else None
     cpu_ms = {name: round((after[name] - before[name]) / len(photos) * 1000, 1) for name in after}
     # The inference streams are the worker's busiest threads by far (ONNX Runtime's own pool
     # threads among them when a pass has several); the photo threads decode, claim and store.
@@ -144,13 +144,6 @@ def measure_service(
         "profile_hottest_frames": hottest,
         **({"burst_photos_per_s": len(burst) / burst_s} if burst and burst_s else {}),
     }
-
-
-def _burst_seconds(settings: Settings, client: httpx.Client, burst: list[Path]) -> float:
-    time.sleep(2)  # the worker idle again, as between a user's uploads
-    started = time.time()  # READY times come from Postgres's clock: the epoch, this machine's
-    ids, _ = upload_all(client, burst, clients=len(burst))
-    return max(at for at, _ in wait_ready(settings, ids)) - started
 
 
 def _cpu_split(stack: Stack, api_pid: int, worker_pid: int) -> dict[str, float]:

@@ -98,6 +98,10 @@ def main() -> int:
             cost["faces_on_vs_naive"] = (
                 cost["faces_on"]["drain_photos_per_s"] / results["naive_photos_per_s"]
             )
+            burst = results["burst"]
+            cost["burst_faces_on_vs_pipeline_limit"] = cost["faces_on"]["burst_photos_per_s"] / (
+                burst["photos_per_s"] / burst["vs_pipeline_limit"]
+            )
             results["import"] = run_import_bench(args, stack)
             results["events"] = webhook_cost(stack, args.photos)
     results["run"] = {
