@@ -85,9 +85,12 @@ def test_metrics_move_after_a_processed_photo(settings, api, start_service):
 def test_logcheck_fails_on_a_worker_log_with_the_quickgelu_warning_and_passes_a_clean_one(
     settings, start_service
 ):
-    wrong = start_service("worker", settings, CLIP_QUICK_GELU="false")
+    # each worker on a port of its own: the first one's metrics server may outlive it a moment
+    wrong = start_service(
+        "worker", settings, CLIP_QUICK_GELU="false", METRICS_PORT=str(free_port())
+    )
     assert wrong.wait(timeout=180) != 0
-    clean = start_service("worker", settings)
+    clean = start_service("worker", settings.model_copy(update={"metrics_port": free_port()}))
     clean.wait_for_log("selfcheck.passed")
     clean.stop()
 
