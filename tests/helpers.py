@@ -59,6 +59,17 @@ def wait_for_status(
     return result
 
 
+def wait_for_faces(client: httpx.Client, photo_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """The photo once its face stage has ended (faces_status DONE or FAILED)."""
+
+    def finished() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/photos/{photo_id}").json()
+        return body if body["faces_status"] in ("DONE", "FAILED") else None
+
+    result: dict[str, Any] = wait_until(finished, timeout=timeout, interval=0.3)
+    return result
+
+
 def embeddings_per_photo(database_url: str, photo_ids: list[str]) -> dict[str, int]:
     import psycopg
 

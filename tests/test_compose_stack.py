@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import encode, make_photo, wait_until
+from tests.helpers import encode, make_photo, wait_for_faces, wait_until
 
 pytestmark = pytest.mark.compose
 
@@ -299,11 +299,7 @@ def test_the_face_stage_runs_in_the_stack(stack: ComposeStack) -> None:
     photo_id = response.json()["id"]
 
     # then the worker's face stage finds both faces, in the photo's pixels
-    def faces_done() -> dict[str, Any] | None:
-        body: dict[str, Any] = stack.client.get(f"/photos/{photo_id}").json()
-        return body if body["faces_status"] in ("DONE", "FAILED") else None
-
-    photo = wait_until(faces_done, timeout=300, interval=1)
+    photo = wait_for_faces(stack.client, photo_id, timeout=300)
     assert (photo["status"], photo["faces_status"], photo["face_count"]) == ("READY", "DONE", 2)
     faces = stack.client.get(f"/photos/{photo_id}/faces").json()["items"]
     assert all(face["model"].startswith("dlib:") and face["box"][2] > 100 for face in faces)

@@ -26,7 +26,7 @@ from photoembed.faces.quality import photo_quality
 from photoembed.faces.selfcheck import reference_key, reference_path, run_face_selfcheck
 from photoembed.storage import LocalStorage
 from tests.conftest import Services, new_database, running_stack, stack_settings, start_api
-from tests.helpers import encode, make_photo, wait_until
+from tests.helpers import encode, make_photo, wait_for_faces, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -167,15 +167,6 @@ def _upload(api: httpx.Client, image: Image.Image, person_id: str | None = None)
     return str(response.json()["id"])
 
 
-def _faces_done(api: httpx.Client, photo_id: str, timeout: float = 120) -> dict:
-    def finished() -> dict | None:
-        body = api.get(f"/photos/{photo_id}").json()
-        return body if body["faces_status"] in ("DONE", "FAILED") else None
-
-    result: dict = wait_until(finished, timeout=timeout, interval=0.3)
-    return result
-
-
 def _faces(api: httpx.Client, photo_id: str) -> list[dict]:
     response = api.get(f"/photos/{photo_id}/faces")
     assert response.status_code == 200, response.text
@@ -200,13 +191,13 @@ def people(stack, faces):
     face."""
     _, api, _ = stack
     group = _upload(api, samples.group_photo(["astronaut", "hopper"], faces))
-    assert _faces_done(api, group)["face_count"] == 2
+    assert wait_for_faces(api, group)["face_count"] == 2
     assert [face["person_id"] for face in _faces(api, group)] == [None, None]  # nobody known yet
 
     hopper_variants = samples.variants(faces["hopper"], samples.FACE_SIDE["hopper"])
     grace_photos = [_upload(api, hopper_variants[v]) for v in ("mirror", "jpeg-q30", "dim")]
     for photo_id in grace_photos:
-        assert _faces_done(api, photo_id)["faces_status"] == "DONE"
+        assert wait_for_faces(api, photo_id)["faces_status"] == "DONE"
     unnamed = [p for p in _persons(api) if p["name"] is None]
     assert len(unnamed) == 1 and unnamed[0]["face_count"] == 4  # three photos and the group's
     grace = api.patch(f"/persons/{unnamed[0]['id']}", json={"name": "Grace"}).json()
@@ -220,7 +211,7 @@ def people(stack, faces):
     ]
     no_face = [_upload(api, image) for image in samples.no_face_photos().values()]
     for photo_id in more_grace + eileen_photos + no_face:
-        assert _faces_done(api, photo_id)["faces_status"] == "DONE"
+        assert wait_for_faces(api, photo_id)["faces_status"] == "DONE"
     return {
         "group": group,
         "grace": grace,
@@ -373,7 +364,7 @@ def test_boxes_are_in_the_displayed_orientation_of_an_exif_rotated_photo(stack, 
     stored.save(buffer, format="JPEG", quality=92, exif=exif)
     response = api.post("/photos", files={"file": ("rotated.jpg", buffer.getvalue())})
     photo_id = response.json()["id"]
-    assert _faces_done(api, photo_id)["face_count"] == 1
+    assert wait_for_faces(api, photo_id)["face_count"] == 1
     x, y, w, h = _faces(api, photo_id)[0]["box"]
     expected = _largest(dlib_model.find_faces(shown)).box
     assert np.allclose([x, y, w, h], expected, atol=0.05 * shown.width), (x, y, w, h, expected)
@@ -386,7 +377,7 @@ def test_backfill_finds_faces_of_old_photos_and_a_stage_that_cannot_read_fails_a
     old = _upload(api, samples.variants(faces["hopper"], 187)["flat"])
     broken = _upload(api, faces["astronaut"].rotate(5))
     for photo_id in (old, broken):
-        _faces_done(api, photo_id)
+        wait_for_faces(api, photo_id)
     with psycopg.connect(url) as conn:
         conn.execute("DELETE FROM faces WHERE photo_id IN (%s, %s)", (old, broken))
         conn.execute(
@@ -403,10 +394,10 @@ def test_backfill_finds_faces_of_old_photos_and_a_stage_that_cannot_read_fails_a
     assert backfill.wait(timeout=120) == 0, backfill.log
 
     # then the readable one has its face again, with its person
-    assert _faces_done(api, old)["face_count"] == 1
+    assert wait_for_faces(api, old)["face_count"] == 1
     assert _faces(api, old)[0]["person_name"] == "Grace"
     # and the other ends FAILED after its attempts, saying why, while the photo stays READY
-    failed = _faces_done(api, broken, timeout=120)
+    failed = wait_for_faces(api, broken, timeout=120)
     assert failed["status"] == "READY" and failed["faces_status"] == "FAILED"
     assert "gave up after 3 attempts" in failed["faces_error"]
     assert "are not in the storage" in failed["faces_error"]
@@ -504,13 +495,13 @@ def test_the_grouping_ends_the_same_whichever_photos_came_first(
         cameraman = samples.variants(faces["cameraman"], samples.FACE_SIDE["cameraman"])
         unlabelled = [_upload(api, cameraman[v]) for v in ("mirror", "dim", "rotate+10")]
         for photo_id in unlabelled:
-            assert _faces_done(api, photo_id)["face_count"] == 1
+            assert wait_for_faces(api, photo_id)["face_count"] == 1
         unnamed = [p for p in _persons(api) if p["name"] is None]
         assert len(unnamed) == 1 and unnamed[0]["face_count"] == 3
         # when a photo uploaded for a named person comes after them
         camera_man = api.post("/persons", json={"name": "Camera man"}).json()
         labelled = _upload(api, faces["cameraman"], camera_man["id"])
-        assert _faces_done(api, labelled)["face_count"] == 1
+        assert wait_for_faces(api, labelled)["face_count"] == 1
         # then the named person took the unnamed one over: one person, four faces
         for photo_id in [*unlabelled, labelled]:
             assert [f["person_id"] for f in _faces(api, photo_id)] == [camera_man["id"]]
@@ -518,16 +509,16 @@ def test_the_grouping_ends_the_same_whichever_photos_came_first(
 
         # and in the other order (labelled first) the unlabelled faces join the named person
         grace = api.post("/persons", json={"name": "Grace"}).json()
-        assert _faces_done(api, _upload(api, faces["hopper"], grace["id"]))["face_count"] == 1
+        assert wait_for_faces(api, _upload(api, faces["hopper"], grace["id"]))["face_count"] == 1
         hopper = samples.variants(faces["hopper"], samples.FACE_SIDE["hopper"])
         for variant in ("mirror", "dim", "rotate+10"):
             photo_id = _upload(api, hopper[variant])
-            assert _faces_done(api, photo_id)["face_count"] == 1
+            assert wait_for_faces(api, photo_id)["face_count"] == 1
             assert [f["person_id"] for f in _faces(api, photo_id)] == [grace["id"]]
 
         # and a named person never takes over another named one
         other = api.post("/persons", json={"name": "Someone else"}).json()
-        assert _faces_done(api, _upload(api, cameraman["bright"], other["id"]))["face_count"]
+        assert wait_for_faces(api, _upload(api, cameraman["bright"], other["id"]))["face_count"]
         counts = {p["name"]: p["face_count"] for p in _persons(api)}
         assert counts == {"Camera man": 4, "Grace": 4, "Someone else": 1}, counts
 
@@ -551,7 +542,7 @@ def test_clip_first_no_face_is_found_before_every_waiting_photo_is_ready(
         # when the worker starts on it
         start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
         for photo_id in ids:
-            assert _faces_done(api, photo_id, timeout=300)["face_count"] == 2
+            assert wait_for_faces(api, photo_id, timeout=300)["face_count"] == 2
     # then every photo was READY before the first face was stored
     with psycopg.connect(url) as conn:
         last_ready, first_face = conn.execute(
@@ -563,7 +554,7 @@ def test_clip_first_no_face_is_found_before_every_waiting_photo_is_ready(
 def test_a_synthetic_photo_goes_through_both_stages_untouched_by_faces(stack):
     _, api, _ = stack
     photo_id = _upload(api, make_photo(4242))
-    photo = _faces_done(api, photo_id)
+    photo = wait_for_faces(api, photo_id)
     assert photo["status"] == "READY" and photo["faces_status"] == "DONE"
     assert api.get(f"/photos/{photo_id}/embedding").status_code == 200
 

@@ -24,7 +24,7 @@ from photoembed.faces.insightface_model import (
     similarity_transform,
 )
 from photoembed.faces.selfcheck import run_face_selfcheck
-from tests.helpers import encode, wait_until
+from tests.helpers import encode, wait_for_faces
 
 SIDE = 640
 # One face, found at stride 16 in cell (10, 12), anchor 0: its centre is (160, 192) in the
@@ -185,12 +185,7 @@ def test_a_worker_with_insightface_stores_its_faces(settings, api, start_service
     start_service("worker", settings).wait_for_log("selfcheck.passed", timeout=180)
     photo = Image.new("RGB", (1280, 960), (90, 120, 150))
     photo_id = api.post("/photos", files={"file": ("p.jpg", encode(photo))}).json()["id"]
-
-    def done() -> dict | None:
-        body = api.get(f"/photos/{photo_id}").json()
-        return body if body["faces_status"] in ("DONE", "FAILED") else None
-
-    assert wait_until(done, timeout=120)["face_count"] == 1
+    assert wait_for_faces(api, photo_id)["face_count"] == 1
     face = api.get(f"/photos/{photo_id}/faces").json()["items"][0]
     assert face["model"].startswith("insightface:scrfd-arcface:")
     # detected at FACE_DETECT_SIDE (1024): the box comes back in the photo's own pixels

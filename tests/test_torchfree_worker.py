@@ -5,6 +5,7 @@ reference, without the weights. The image itself is built and run by `make compo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -29,8 +29,8 @@ from tests.helpers import (
     make_photo,
     packages_of,
     settings_env,
+    wait_for_faces,
     wait_for_status,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def _torchless(settings: Settings, models: Path) -> Settings:
 
 
 def test_the_worker_embeds_and_finds_faces_without_torch(
-    settings: Settings, image_models: Path, model_cache: Path, tmp_path: Path
+    settings: Settings, image_models: Path, tmp_path: Path
 ) -> None:
     # given the API, and a worker with faces on whose processes cannot import torch, whose model
     # folder has no weights
@@ -98,14 +98,15 @@ def test_the_worker_embeds_and_finds_faces_without_torch(
             group_id = api.post("/photos", files={"file": ("g.jpg", encode(group))}).json()["id"]
             # then both are READY and the group's two faces are found
             wait_for_status(api, photo_id, {"READY", "FAILED"})
-            faces = _faces_done(api, group_id)
+            faces = wait_for_faces(api, group_id, timeout=300)
             served = np.asarray(api.get(f"/photos/{photo_id}/embedding").json()["vector"])
     finally:
         services.stop_all()
     assert (faces["status"], faces["faces_status"], faces["face_count"]) == ("READY", "DONE", 2)
-    # and the vector is the torch model's within the product's bound, and the same ONNX tower's
-    # where torch is installed within 1e-5
-    decoded = Image.open(_saved(photo, tmp_path)).convert("RGB")
+    # and the vector (of the photo as the API stored it: the same JPEG bytes, decoded the same
+    # way) is the torch model's within the product's bound, and the same ONNX tower's where torch
+    # is installed within 1e-5
+    decoded = Image.open(io.BytesIO(encode(photo))).convert("RGB")
     torch_model = ClipEmbedder(settings.model_copy(update={"embed_runtime": "torch"}))
     assert float(np.abs(served - torch_model.embed_images([decoded])[0]).max()) < FIDELITY
     with_torch = OnnxEmbedder(settings.model_copy(update={"embed_runtime": "onnx"}))
@@ -114,22 +115,6 @@ def test_the_worker_embeds_and_finds_faces_without_torch(
     log = worker.log
     assert "model.onnx_exported" not in log
     assert '"model.loaded"' in log and "selfcheck.passed" in log
-
-
-def _saved(image: Image.Image, folder: Path) -> Path:
-    """The photo as the API stored it: the same JPEG bytes, decoded the same way."""
-    path = folder / "photo.jpg"
-    path.write_bytes(encode(image))
-    return path
-
-
-def _faces_done(api: httpx.Client, photo_id: str) -> dict[str, object]:
-    def done() -> dict[str, object] | None:
-        body: dict[str, object] = api.get(f"/photos/{photo_id}").json()
-        return body if body["faces_status"] in ("DONE", "FAILED") else None
-
-    result: dict[str, object] = wait_until(done, timeout=300, interval=0.5)
-    return result
 
 
 def test_the_selfcheck_without_torch_passes_and_refuses_gelu_a_missing_file_and_a_wrong_vector(

@@ -220,13 +220,13 @@ def check_worker_packages(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from photoembed.sizing import decided_settings, resolve
+    from photoembed.sizing import decided_settings
 
-    check_worker_packages(resolve(settings))
-    if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
-        os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
     decided = decided_settings(settings)
     settings = settings.model_copy(update=decided)
+    check_worker_packages(settings)
+    if settings.log_format == "auto":  # dramatiq pipes the children's stderr: decide here
+        os.environ["LOG_FORMAT"] = "console" if sys.stderr.isatty() else "json"
     check_connection_budget(settings)
     # Every worker process writes its metrics here; Dramatiq's exposition server reads them all.
     metrics_dir = _fresh_metrics_dir(settings.worker_metrics_dir)
